@@ -1,0 +1,384 @@
+/*
+ * Coroutine stacks: slabs, guard pages, per-P caches and a shared pool.
+ *
+ * Algorithm:
+ *  1. A size class exists for each distinct usable size; the default size
+ *     has one from the start. A slab of a class is one mmap of about
+ *     64 MiB holding slots of (guard page + usable size); its guard pages
+ *     are installed once, when the slab is made, and stay for its lifetime
+ *     (MADV_DONTNEED keeps guards installed by MADV_GUARD_INSTALL).
+ *  2. weft__stack_get takes from the P's cache (cold first: the stack is
+ *     only a reservation until the coroutine runs), then from the class's
+ *     shared pool in batches, then from a new slab.
+ *  3. weft__stack_prefer_warm runs just before a coroutine's first switch:
+ *     an untouched stack is traded for a warm one from the cache, so
+ *     coroutines that pile up in run queues do not each fault in a page.
+ *  4. weft__stack_put pushes onto the cache's warm list; a full cache
+ *     moves half of it to the shared pool. The pool keeps at most
+ *     WARM_RETAIN warm stacks; beyond that, stacks are returned to the
+ *     kernel with MADV_DONTNEED and kept as cold address space.
+ *
+ * Invariants: a stack is in exactly one place: a coroutine, one cache list
+ * or one pool list. Slabs are unmapped only by weft__stacks_term.
+ * Locking: one mutex (pool_lock) guards every class, its lists and the slab
+ * registry. Caches are owned by their P and need no lock. madvise calls are
+ * made outside the lock.
+ * Callers: any thread; caches only by their owner.
+ */
+#define _GNU_SOURCE
+#include "stack.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../sanitizer.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13 uapi value */
+#endif
+
+/* Slab size target: large enough that a million default stacks need about
+ * 4,000 mappings, small enough that a program with few coroutines does not
+ * reserve much address space. */
+#define SLAB_BYTES ((size_t)64 << 20)
+/* Per-P cache bounds; a full list moves half to the pool in one lock. */
+#define CACHE_WARM_MAX 128u
+#define CACHE_COLD_MAX 64u
+/* Batch taken from the pool when a cache runs dry. */
+#define REFILL_BATCH 32u
+/* Warm stacks the pool keeps resident; more are given back to the kernel.
+ * 131,072 stacks with one touched page each is 512 MiB. */
+#define WARM_RETAIN ((size_t)131072)
+
+typedef struct slab {
+    struct slab *next;
+    char *base;            /* mapping start */
+    size_t bytes;          /* mapping length */
+    weft__stack *descs;    /* one descriptor per slot */
+} slab;
+
+struct weft__stack_class {
+    weft__stack_class *next;
+    size_t size;           /* usable bytes */
+    weft__stack *warm;     /* pool lists */
+    weft__stack *cold;
+    size_t nwarm;
+    size_t ncold;
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static weft__stack_class *classes;    /* guarded by pool_lock */
+static weft__stack_class *default_class;
+static slab *slabs;                   /* guarded by pool_lock */
+static size_t page_size;
+static int guard_mode;                /* 0 unknown, 1 madvise, 2 mprotect */
+static int64_t cached_total;          /* guarded by pool_lock: pool stacks */
+
+size_t weft__stack_round(size_t size)
+{
+    size_t page = page_size ? page_size : (size_t)sysconf(_SC_PAGESIZE);
+    if (size < WEFT__STACK_MIN || size > WEFT__STACK_MAX)
+        return 0;
+    return (size + page - 1) & ~(page - 1);
+}
+
+static weft__stack_class *class_find(size_t size)
+{
+    for (weft__stack_class *c = classes; c; c = c->next)
+        if (c->size == size)
+            return c;
+    weft__stack_class *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->size = size;
+    c->next = classes;
+    classes = c;
+    return c;
+}
+
+int weft__stacks_init(size_t default_size)
+{
+    page_size = (size_t)sysconf(_SC_PAGESIZE);
+    pthread_mutex_lock(&pool_lock);
+    default_class = class_find(default_size);
+    pthread_mutex_unlock(&pool_lock);
+    return default_class ? 0 : -ENOMEM;
+}
+
+void weft__stacks_term(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    while (slabs) {
+        slab *s = slabs;
+        slabs = s->next;
+        weft__asan_unpoison(s->base, s->bytes);
+        munmap(s->base, s->bytes);
+        free(s->descs);
+        free(s);
+    }
+    while (classes) {
+        weft__stack_class *c = classes;
+        classes = c->next;
+        free(c);
+    }
+    default_class = NULL;
+    cached_total = 0;
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static int guard_install(char *page)
+{
+    if (guard_mode != 2) {
+        if (madvise(page, page_size, MADV_GUARD_INSTALL) == 0) {
+            guard_mode = 1;
+            return 0;
+        }
+        if (guard_mode == 1)
+            return -1;
+        guard_mode = 2;    /* older kernel: EINVAL */
+    }
+    return mprotect(page, page_size, PROT_NONE);
+}
+
+/* Map a new slab for c and put all its slots on c's cold list.
+ * Called with pool_lock held. */
+static int slab_grow(weft__stack_class *c)
+{
+    size_t slot = c->size + page_size;
+    size_t n = SLAB_BYTES / slot;
+    if (n == 0)
+        n = 1;
+    slab *s = calloc(1, sizeof *s);
+    weft__stack *descs = calloc(n, sizeof *descs);
+    if (!s || !descs) {
+        free(s);
+        free(descs);
+        return -ENOMEM;
+    }
+    size_t bytes = n * slot;
+    char *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        free(s);
+        free(descs);
+        return -ENOMEM;
+    }
+    /* Huge pages would commit 2 MiB where a stack touches 4 KiB. */
+    madvise(base, bytes, MADV_NOHUGEPAGE);
+    for (size_t i = 0; i < n; i++) {
+        if (guard_install(base + i * slot) != 0) {
+            /* Out of mappings (mprotect) or memory: give the slab back. */
+            munmap(base, bytes);
+            free(s);
+            free(descs);
+            return -ENOMEM;
+        }
+    }
+    s->base = base;
+    s->bytes = bytes;
+    s->descs = descs;
+    s->next = slabs;
+    slabs = s;
+    for (size_t i = n; i-- > 0;) {
+        weft__stack *d = &descs[i];
+        d->lo = base + i * slot + page_size;
+        d->size = c->size;
+        d->cls = c;
+        d->touched = false;
+        d->next = c->cold;
+        c->cold = d;
+        c->ncold++;
+        cached_total++;
+    }
+    return 0;
+}
+
+/* Pop one stack of class c from the pool, growing it when empty.
+ * Called with pool_lock held. */
+static weft__stack *pool_pop(weft__stack_class *c)
+{
+    weft__stack *s;
+    if (c->cold) {
+        s = c->cold;
+        c->cold = s->next;
+        c->ncold--;
+    } else if (c->warm) {
+        s = c->warm;
+        c->warm = s->next;
+        c->nwarm--;
+    } else {
+        if (slab_grow(c) != 0)
+            return NULL;
+        s = c->cold;
+        c->cold = s->next;
+        c->ncold--;
+    }
+    cached_total--;
+    s->next = NULL;
+    return s;
+}
+
+/* Give a list of stacks to the pool; warm ones beyond WARM_RETAIN are
+ * released to the kernel first. */
+static void pool_push_list(weft__stack *list)
+{
+    weft__stack *release = NULL;
+
+    pthread_mutex_lock(&pool_lock);
+    while (list) {
+        weft__stack *s = list;
+        list = s->next;
+        weft__stack_class *c = s->cls;
+        if (!s->touched) {
+            s->next = c->cold;
+            c->cold = s;
+            c->ncold++;
+            cached_total++;
+        } else if (c->nwarm < WARM_RETAIN) {
+            s->next = c->warm;
+            c->warm = s;
+            c->nwarm++;
+            cached_total++;
+        } else {
+            s->next = release;
+            release = s;
+        }
+    }
+    pthread_mutex_unlock(&pool_lock);
+
+    if (!release)
+        return;
+    for (weft__stack *s = release; s; s = s->next) {
+        weft__asan_unpoison(s->lo, s->size);
+        madvise(s->lo, s->size, MADV_DONTNEED);
+        s->touched = false;
+    }
+    pool_push_list(release);
+}
+
+weft__stack *weft__stack_get(weft__stack_cache *cache, size_t size)
+{
+    weft__stack *s;
+    if (size == 0 || (default_class && size == default_class->size)) {
+        if (cache) {
+            if (cache->cold) {
+                s = cache->cold;
+                cache->cold = s->next;
+                cache->ncold--;
+                return s;
+            }
+            if (cache->warm) {
+                s = cache->warm;
+                cache->warm = s->next;
+                cache->nwarm--;
+                return s;
+            }
+        }
+        pthread_mutex_lock(&pool_lock);
+        s = default_class ? pool_pop(default_class) : NULL;
+        /* Refill the cache with cold reservations for the next spawns. */
+        if (s && cache) {
+            while (cache->ncold < REFILL_BATCH && default_class->cold) {
+                weft__stack *r = default_class->cold;
+                default_class->cold = r->next;
+                default_class->ncold--;
+                cached_total--;
+                r->next = cache->cold;
+                cache->cold = r;
+                cache->ncold++;
+            }
+        }
+        pthread_mutex_unlock(&pool_lock);
+        return s;
+    }
+
+    pthread_mutex_lock(&pool_lock);
+    weft__stack_class *c = class_find(size);
+    s = c ? pool_pop(c) : NULL;
+    pthread_mutex_unlock(&pool_lock);
+    return s;
+}
+
+/* Detach the second half of a list of n stacks and return it. */
+static weft__stack *split_half(weft__stack **head, uint32_t *n)
+{
+    uint32_t keep = *n / 2;
+    weft__stack *p = *head;
+    for (uint32_t i = 1; i < keep; i++)
+        p = p->next;
+    weft__stack *rest = p->next;
+    p->next = NULL;
+    *n = keep;
+    return rest;
+}
+
+void weft__stack_put(weft__stack_cache *cache, weft__stack *s)
+{
+    if (!cache || s->cls != default_class) {
+        s->next = NULL;
+        pool_push_list(s);
+        return;
+    }
+    if (s->touched) {
+        s->next = cache->warm;
+        cache->warm = s;
+        if (++cache->nwarm > CACHE_WARM_MAX)
+            pool_push_list(split_half(&cache->warm, &cache->nwarm));
+    } else {
+        s->next = cache->cold;
+        cache->cold = s;
+        if (++cache->ncold > CACHE_COLD_MAX)
+            pool_push_list(split_half(&cache->cold, &cache->ncold));
+    }
+}
+
+weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s)
+{
+    if (!s->touched && cache && cache->warm && s->cls == default_class) {
+        weft__stack *w = cache->warm;
+        cache->warm = w->next;
+        cache->nwarm--;
+        weft__stack_put(cache, s);
+        s = w;
+    }
+    s->touched = true;
+    weft__asan_unpoison(s->lo, s->size);
+    return s;
+}
+
+void weft__stack_cache_drain(weft__stack_cache *cache)
+{
+    weft__stack *list = NULL;
+    while (cache->warm) {
+        weft__stack *s = cache->warm;
+        cache->warm = s->next;
+        s->next = list;
+        list = s;
+    }
+    while (cache->cold) {
+        weft__stack *s = cache->cold;
+        cache->cold = s->next;
+        s->next = list;
+        list = s;
+    }
+    cache->nwarm = cache->ncold = 0;
+    if (list)
+        pool_push_list(list);
+}
+
+bool weft__stack_guard_is_madvise(void)
+{
+    return guard_mode == 1;
+}
+
+int64_t weft__stack_cached_count(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    int64_t n = cached_total;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}

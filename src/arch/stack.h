@@ -1,0 +1,77 @@
+/*
+ * Internal header: coroutine stacks.
+ *
+ * Stacks are carved from large anonymous mappings ("slabs") reserved with
+ * MAP_NORESERVE, so a stack costs address space until its pages are
+ * touched. Each slot is a guard page followed by the usable stack; the
+ * guard is installed with madvise(MADV_GUARD_INSTALL) where the kernel has
+ * it (Linux 6.13 and later), which adds no mapping, and with mprotect
+ * elsewhere, which splits the mapping in two for every stack.
+ *
+ * Free stacks are "warm" (their pages were touched and are still resident)
+ * or "cold" (never touched, or given back to the kernel with
+ * MADV_DONTNEED). Warm stacks are preferred, because touching a fresh page
+ * costs a page fault, several microseconds on virtual machines.
+ */
+#ifndef WEFT_ARCH_STACK_H
+#define WEFT_ARCH_STACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct weft__stack_class weft__stack_class;
+
+/* One stack slot. The descriptor lives outside the stack, so handing out a
+ * cold stack does not touch its memory. */
+typedef struct weft__stack {
+    struct weft__stack *next;  /* free-list link, owned by whoever holds it */
+    char *lo;                  /* lowest usable byte, just above the guard */
+    size_t size;               /* usable bytes, a multiple of the page size */
+    weft__stack_class *cls;    /* size class; fixed */
+    bool touched;              /* a coroutine has run on it since last DONTNEED */
+} weft__stack;
+
+/* Per-P cache of default-size stacks, touched only by the P's owner. */
+typedef struct weft__stack_cache {
+    weft__stack *warm;   /* LIFO, most recently used first */
+    weft__stack *cold;   /* reserved address space, not yet touched */
+    uint32_t nwarm;
+    uint32_t ncold;
+} weft__stack_cache;
+
+#define WEFT__STACK_MIN ((size_t)16 * 1024)
+#define WEFT__STACK_MAX ((size_t)1 << 30)
+
+/* Set the default stack size (already validated) and reset all state. */
+int weft__stacks_init(size_t default_size);
+/* Unmap every slab. No stack may be in use. */
+void weft__stacks_term(void);
+
+/* Round a requested size up to whole pages; 0 if it is outside
+ * [WEFT__STACK_MIN, WEFT__STACK_MAX]. */
+size_t weft__stack_round(size_t size);
+
+/* Take a stack of size bytes (0: the default), using cache when it is
+ * non-NULL and the size is the default. NULL when out of memory or address
+ * space. */
+weft__stack *weft__stack_get(weft__stack_cache *cache, size_t size);
+
+/* Return a stack. cache may be NULL. */
+void weft__stack_put(weft__stack_cache *cache, weft__stack *s);
+
+/* Before a coroutine first runs on s: if s is untouched and cache holds a
+ * warm stack of the same size, swap them. Returns the stack to run on,
+ * marked touched. */
+weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s);
+
+/* Move every cached stack to the shared pool. */
+void weft__stack_cache_drain(weft__stack_cache *cache);
+
+/* True when guard pages come from MADV_GUARD_INSTALL. */
+bool weft__stack_guard_is_madvise(void);
+
+/* Number of stacks held free in caches and the shared pool. */
+int64_t weft__stack_cached_count(void);
+
+#endif /* WEFT_ARCH_STACK_H */

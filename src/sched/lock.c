@@ -1,0 +1,47 @@
+/*
+ * Futex wrappers and the slow paths of weft__lock (see lock.h for the
+ * word's states). Private futexes: every waiter is in this process.
+ */
+#define _GNU_SOURCE
+#include "lock.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Spin iterations before sleeping: a holder keeps the lock for well under a
+ * microsecond, and a futex sleep and wake costs tens of microseconds when
+ * the other thread runs on another CPU. */
+#define LOCK_SPINS 100
+
+void weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL,
+            NULL, 0);
+}
+
+void weft__futex_wake(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+void weft__lock_acquire_slow(_Atomic uint32_t *word)
+{
+    for (int i = 0; i < LOCK_SPINS; i++) {
+        uint32_t expected = 0;
+        if (atomic_load_explicit(word, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(word, &expected, 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+        weft__cpu_relax();
+    }
+    /* Mark the word contended; whoever we displace re-marks it. */
+    while (atomic_exchange_explicit(word, 2, memory_order_acquire) != 0)
+        weft__futex_wait(word, 2);
+}
+
+void weft__lock_release_slow(_Atomic uint32_t *word)
+{
+    weft__futex_wake(word, 1);
+}

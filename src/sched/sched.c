@@ -1,0 +1,944 @@
+/*
+ * Scheduler: P slots, run queues, work stealing, idling and wakeups, and
+ * the park/ready interface (vocabulary in sched.h).
+ *
+ * Finding work (find_runnable, run on g0 by each P's thread):
+ *  1. Every 61st round, take one G from the global queue first, so a P busy
+ *     with local work cannot starve it (61 is prime, as in Go, so the check
+ *     does not fall into step with a program's own periodic patterns).
+ *  2. runnext, unless it has been picked RUNNEXT_STREAK times in a row (two
+ *     coroutines handing off to each other would otherwise starve the local
+ *     queue, since there is no preemption); then the local queue; then a
+ *     batch from the global queue.
+ *  3. Become a spinning P (if fewer than half of the busy Ps already spin)
+ *     and steal half of another P's queue, victims in random order, for up
+ *     to SPIN_NS. runnext is stolen only on the last pass of a round.
+ *  4. Go idle: see "Spinning" below, then sleep on the P's note.
+ *
+ * Spinning. The invariant that prevents lost wakeups: whenever work is
+ * queued and a P is idle, either some P is spinning (and will look at that
+ * work before it stops spinning) or the submitter wakes an idle P. Both
+ * sides use sequentially consistent atomics in this order:
+ *   submitter: publish the G (runq tail store or gq_size store), then load
+ *              npidle and nmspinning; if npidle > 0 and nmspinning == 0,
+ *              wakep().
+ *   spinner:   decrement nmspinning, then load every run queue and gq_size;
+ *              if any has work, leave the idle list again.
+ * A P that registers itself idle increments npidle before the same recheck.
+ * wakep() claims the single spinning slot by CAS 0 -> 1 on nmspinning and
+ * hands it to the P it wakes, which starts out spinning. A spinner that
+ * finds work stops spinning and, if it was the last spinner, calls wakep()
+ * so remaining queued work gets a thread too.
+ *
+ * Locking: sched.lock (a weft__lock) guards the global queue, the idle list,
+ * the shared G free list and the chunk list. It is never held while
+ * switching or while taking any other lock, except stack.c's pool lock,
+ * which nests inside nothing of the scheduler's.
+ *
+ * Callers: weft__park and weft__ready from coroutines or plain threads;
+ * everything named p_* only from the P's own thread.
+ */
+#define _GNU_SOURCE
+#include "sched.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../sanitizer.h"
+#include "lock.h"
+
+/* Consecutive runnext picks before the local queue head gets a turn. */
+#define RUNNEXT_STREAK 32u
+/* How long an idle P keeps looking for work before sleeping. A futex wake
+ * on another CPU costs 25-35 us on small virtual machines, so spinning for
+ * a comparable time avoids most of them while keeping idle CPU use low. */
+#define SPIN_NS 20000
+/* G records allocated at once. */
+#define GCHUNK_SIZE 256
+/* Per-P free G records before half move to the shared list. */
+#define GFREE_MAX 128u
+/* Coroutine ids reserved by a P at once, so spawns on different Ps do not
+ * share a cache line. */
+#define ID_BATCH 64
+
+typedef struct weft__gchunk {
+    struct weft__gchunk *next;
+    weft__g gs[GCHUNK_SIZE];
+} weft__gchunk;
+
+weft__sched weft__rt;
+
+static _Thread_local weft__p *tls_p;
+static _Thread_local weft__thread_parker tls_parker = {
+    .base = { .kind = WEFT__PARKER_THREAD } };
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_IPA __attribute__((noinline, noipa))
+#else
+#define NO_IPA __attribute__((noinline))
+#endif
+
+NO_IPA weft__p *weft__p_self(void)
+{
+    /* The barrier keeps the compiler from treating this as a pure function
+     * whose result could be reused after a switch. */
+    __asm__ volatile("" ::: "memory");
+    return tls_p;
+}
+
+NO_IPA static void p_self_set(weft__p *p)
+{
+    __asm__ volatile("" ::: "memory");
+    tls_p = p;
+}
+
+NO_IPA static weft__thread_parker *thread_parker_self(void)
+{
+    __asm__ volatile("" ::: "memory");
+    return &tls_parker;
+}
+
+weft__parker *weft__parker_self(void)
+{
+    weft__p *p = weft__p_self();
+    if (p && p->curg)
+        return &p->curg->parker;
+    return &thread_parker_self()->base;
+}
+
+static const char *const wait_reason_strings[WEFT__WAIT_COUNT] = {
+    [WEFT__WAIT_NONE] = "",
+    [WEFT__WAIT_SLEEP] = "sleep",
+    [WEFT__WAIT_WAITGROUP] = "sync.WaitGroup.Wait",
+};
+
+const char *weft__wait_reason_string(int reason)
+{
+    if (reason < 0 || reason >= WEFT__WAIT_COUNT || !wait_reason_strings[reason])
+        return "unknown";
+    return wait_reason_strings[reason];
+}
+
+void weft__fatal(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("weft: fatal: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    abort();
+}
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline uint32_t p_rand(weft__p *p)
+{
+    uint64_t x = p->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    p->rng = x;
+    return (uint32_t)(x >> 32);
+}
+
+/* ---- Global queue (sched.lock held) ---------------------------------- */
+
+static void gq_put_locked(weft__g *head, weft__g *tail, int64_t n)
+{
+    tail->next = NULL;
+    if (weft__rt.gq_tail)
+        weft__rt.gq_tail->next = head;
+    else
+        weft__rt.gq_head = head;
+    weft__rt.gq_tail = tail;
+    /* Publishes the work for the submitter/spinner protocol. */
+    atomic_fetch_add(&weft__rt.gq_size, n);
+}
+
+static weft__g *gq_pop_locked(void)
+{
+    weft__g *g = weft__rt.gq_head;
+    if (!g)
+        return NULL;
+    weft__rt.gq_head = g->next;
+    if (!weft__rt.gq_head)
+        weft__rt.gq_tail = NULL;
+    g->next = NULL;
+    atomic_fetch_sub(&weft__rt.gq_size, 1);
+    return g;
+}
+
+/* ---- Local run queue ---------------------------------------------------- */
+
+static bool runq_put_slow(weft__p *p, weft__g *g, uint32_t head, uint32_t tail);
+
+/* Put g on p's queue; with next, into runnext (the old occupant moves to
+ * the tail). Owner only. */
+static void runq_put(weft__p *p, weft__g *g, bool next)
+{
+    if (next) {
+        weft__g *old = atomic_exchange(&p->runnext, g);
+        if (!old)
+            return;
+        g = old;
+    }
+    for (;;) {
+        /* Pairs with the CAS on runq_head by consumers: a slot is reused
+         * only after its consumer has moved head past it. */
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
+        if (t - h < WEFT__RUNQ_SIZE) {
+            atomic_store_explicit(&p->runq[t % WEFT__RUNQ_SIZE], g,
+                                  memory_order_relaxed);
+            /* seq_cst: the submitter half of the spinning protocol. */
+            atomic_store(&p->runq_tail, t + 1);
+            return;
+        }
+        if (runq_put_slow(p, g, h, t))
+            return;
+    }
+}
+
+/* Move half of a full local queue, plus g, to the global queue. */
+static bool runq_put_slow(weft__p *p, weft__g *g, uint32_t h, uint32_t t)
+{
+    weft__g *batch[WEFT__RUNQ_SIZE / 2 + 1];
+    uint32_t n = (t - h) / 2;
+    for (uint32_t i = 0; i < n; i++)
+        batch[i] = atomic_load_explicit(&p->runq[(h + i) % WEFT__RUNQ_SIZE],
+                                        memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&p->runq_head, &h, h + n,
+                                                 memory_order_release,
+                                                 memory_order_relaxed))
+        return false;
+    batch[n] = g;
+    for (uint32_t i = 0; i < n; i++)
+        batch[i]->next = batch[i + 1];
+    weft__lock_acquire(&weft__rt.lock);
+    gq_put_locked(batch[0], batch[n], n + 1);
+    weft__lock_release(&weft__rt.lock);
+    atomic_fetch_add_explicit(&weft__rt.global_pushes, 1, memory_order_relaxed);
+    return true;
+}
+
+/* Pop from p's local queue head. Owner only. */
+static weft__g *runq_get(weft__p *p)
+{
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
+        if (t == h)
+            return NULL;
+        weft__g *g = atomic_load_explicit(&p->runq[h % WEFT__RUNQ_SIZE],
+                                          memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&p->runq_head, &h, h + 1,
+                                                  memory_order_release,
+                                                  memory_order_relaxed))
+            return g;
+    }
+}
+
+static bool runq_empty(weft__p *p)
+{
+    uint32_t h = atomic_load(&p->runq_head);
+    uint32_t t = atomic_load(&p->runq_tail);
+    return h == t && atomic_load(&p->runnext) == NULL;
+}
+
+/* Copy up to half of victim's queue into batch. With take_next, also
+ * consider the victim's runnext when its queue is empty. Any thread. */
+static uint32_t runq_grab(weft__p *victim, weft__g **batch, bool take_next)
+{
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&victim->runq_head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&victim->runq_tail, memory_order_acquire);
+        uint32_t n = t - h;
+        n = n - n / 2;
+        if (n == 0) {
+            if (!take_next)
+                return 0;
+            weft__g *next = atomic_load(&victim->runnext);
+            if (!next)
+                return 0;
+            /* The victim is probably about to run it; give it a moment so
+             * a handoff between two coroutines stays on one P. */
+            for (int i = 0; i < 200; i++)
+                weft__cpu_relax();
+            if (!atomic_compare_exchange_strong(&victim->runnext, &next, NULL))
+                continue;
+            batch[0] = next;
+            return 1;
+        }
+        if (n > WEFT__RUNQ_SIZE / 2)
+            continue;  /* head and tail read at different moments */
+        for (uint32_t i = 0; i < n; i++)
+            batch[i] = atomic_load_explicit(&victim->runq[(h + i) % WEFT__RUNQ_SIZE],
+                                            memory_order_relaxed);
+        if (atomic_compare_exchange_weak_explicit(&victim->runq_head, &h, h + n,
+                                                  memory_order_release,
+                                                  memory_order_relaxed))
+            return n;
+    }
+}
+
+/* Steal half of victim's work into p; return one G to run. Owner of p. */
+static weft__g *runq_steal(weft__p *p, weft__p *victim, bool take_next)
+{
+    weft__g *batch[WEFT__RUNQ_SIZE / 2];
+    uint32_t n = runq_grab(victim, batch, take_next);
+    if (n == 0)
+        return NULL;
+    atomic_fetch_add_explicit(&p->st_steals, 1, memory_order_relaxed);
+    /* p's own queue is empty here (we only steal when it is), so the rest
+     * of the batch fits. */
+    for (uint32_t i = 1; i < n; i++)
+        runq_put(p, batch[i], false);
+    return batch[0];
+}
+
+/* ---- Idle Ps and wakeups ------------------------------------------------ */
+
+static void note_post(weft__p *p)
+{
+    atomic_store_explicit(&p->note, 1, memory_order_release);
+    weft__futex_wake(&p->note, 1);
+}
+
+static void note_sleep(weft__p *p)
+{
+    while (atomic_load_explicit(&p->note, memory_order_acquire) == 0)
+        weft__futex_wait(&p->note, 0);
+    atomic_store_explicit(&p->note, 0, memory_order_relaxed);
+}
+
+/* Wake one idle P to spin, unless one already spins. Any thread. */
+static void wakep(void)
+{
+    int32_t zero = 0;
+    if (atomic_load(&weft__rt.nmspinning) != 0 ||
+        !atomic_compare_exchange_strong(&weft__rt.nmspinning, &zero, 1))
+        return;
+    weft__lock_acquire(&weft__rt.lock);
+    weft__p *p = weft__rt.idle;
+    if (p) {
+        weft__rt.idle = p->idle_next;
+        p->idle = false;
+        atomic_fetch_sub(&weft__rt.npidle, 1);
+    }
+    weft__lock_release(&weft__rt.lock);
+    if (!p) {
+        atomic_fetch_sub(&weft__rt.nmspinning, 1);
+        return;
+    }
+    /* Handed over with the spinning slot we claimed; the woken P reads it
+     * after note_sleep's acquire. */
+    p->spinning = true;
+    atomic_fetch_add_explicit(&weft__rt.idle_wakeups, 1, memory_order_relaxed);
+    note_post(p);
+}
+
+/* The submitter half of the spinning protocol. */
+static inline void wake_if_needed(void)
+{
+    if (atomic_load(&weft__rt.npidle) > 0 && atomic_load(&weft__rt.nmspinning) == 0)
+        wakep();
+}
+
+static void stop_spinning(weft__p *p)
+{
+    p->spinning = false;
+    if (atomic_fetch_sub(&weft__rt.nmspinning, 1) == 1)
+        wake_if_needed();
+}
+
+static bool any_work(weft__p *self)
+{
+    if (atomic_load(&weft__rt.gq_size) > 0)
+        return true;
+    for (int i = 0; i < weft__rt.nprocs; i++) {
+        weft__p *v = weft__rt.ps[i];
+        if (v != self && !runq_empty(v))
+            return true;
+    }
+    return false;
+}
+
+/* Take a batch from the global queue: one to return, more to the local
+ * queue (at most half of it, so other Ps get their share). */
+static weft__g *gq_take(weft__p *p, bool batch)
+{
+    if (atomic_load(&weft__rt.gq_size) == 0)
+        return NULL;
+    weft__lock_acquire(&weft__rt.lock);
+    int64_t size = atomic_load(&weft__rt.gq_size);
+    int64_t n = batch ? size / weft__rt.nprocs + 1 : 1;
+    if (n > size)
+        n = size;
+    if (n > (int64_t)WEFT__RUNQ_SIZE / 2)
+        n = WEFT__RUNQ_SIZE / 2;
+    weft__g *g = gq_pop_locked();
+    weft__g *rest = NULL, *rest_tail = NULL;
+    for (int64_t i = 1; i < n; i++) {
+        weft__g *x = gq_pop_locked();
+        if (!x)
+            break;
+        if (rest_tail)
+            rest_tail->next = x;
+        else
+            rest = x;
+        rest_tail = x;
+    }
+    weft__lock_release(&weft__rt.lock);
+    while (rest) {
+        weft__g *x = rest;
+        rest = x->next;
+        x->next = NULL;
+        runq_put(p, x, false);
+    }
+    return g;
+}
+
+/* Find the next G to run; sleeps when there is none. NULL when stopping. */
+static weft__g *find_runnable(weft__p *p)
+{
+    weft__g *g;
+
+top:
+    if (atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
+        return NULL;
+    p->schedtick++;
+    if (p->schedtick % 61 == 0 && (g = gq_take(p, false)))
+        return g;
+
+    g = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+    if (g && p->runnext_streak < RUNNEXT_STREAK &&
+        atomic_compare_exchange_strong(&p->runnext, &g, NULL)) {
+        p->runnext_streak++;
+        return g;
+    }
+    p->runnext_streak = 0;
+    if ((g = runq_get(p)))
+        return g;
+    g = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+    if (g && atomic_compare_exchange_strong(&p->runnext, &g, NULL))
+        return g;
+    if ((g = gq_take(p, true)))
+        return g;
+
+    /* Spin: limit spinners to half the busy Ps, as stealing from a P that
+     * has nothing is wasted CPU. */
+    int32_t busy = weft__rt.nprocs - atomic_load(&weft__rt.npidle);
+    if (weft__rt.nprocs > 1 &&
+        (p->spinning || 2 * atomic_load(&weft__rt.nmspinning) < busy)) {
+        if (!p->spinning) {
+            p->spinning = true;
+            atomic_fetch_add(&weft__rt.nmspinning, 1);
+        }
+        int64_t start = now_ns();
+        int rounds = 0;
+        do {
+            bool last = (++rounds % 4) == 0;
+            uint32_t off = p_rand(p);
+            for (int i = 0; i < weft__rt.nprocs; i++) {
+                weft__p *v = weft__rt.ps[(off + (uint32_t)i) % (uint32_t)weft__rt.nprocs];
+                if (v == p)
+                    continue;
+                if ((g = runq_steal(p, v, last)))
+                    return g;
+            }
+            if ((g = gq_take(p, true)))
+                return g;
+            if (atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
+                break;
+            for (int i = 0; i < 50; i++)
+                weft__cpu_relax();
+        } while (now_ns() - start < SPIN_NS);
+    }
+
+    /* Go idle. */
+    weft__lock_acquire(&weft__rt.lock);
+    if (atomic_load(&weft__rt.gq_size) > 0) {
+        weft__lock_release(&weft__rt.lock);
+        if (p->spinning)
+            stop_spinning(p);
+        goto top;
+    }
+    p->idle = true;
+    p->idle_next = weft__rt.idle;
+    weft__rt.idle = p;
+    atomic_fetch_add(&weft__rt.npidle, 1);
+    weft__lock_release(&weft__rt.lock);
+
+    if (p->spinning) {
+        p->spinning = false;
+        atomic_fetch_sub(&weft__rt.nmspinning, 1);
+    }
+    /* The spinner half of the protocol: recheck after leaving the count. */
+    if (any_work(p) || atomic_load(&weft__rt.stopping)) {
+        bool removed = false;
+        weft__lock_acquire(&weft__rt.lock);
+        if (p->idle) {
+            for (weft__p **pp = &weft__rt.idle; *pp; pp = &(*pp)->idle_next) {
+                if (*pp == p) {
+                    *pp = p->idle_next;
+                    break;
+                }
+            }
+            p->idle = false;
+            atomic_fetch_sub(&weft__rt.npidle, 1);
+            removed = true;
+        }
+        weft__lock_release(&weft__rt.lock);
+        if (removed) {
+            p->spinning = true;
+            atomic_fetch_add(&weft__rt.nmspinning, 1);
+            goto top;
+        }
+        /* Someone popped us and is posting our note; take it below. */
+    }
+    note_sleep(p);
+    goto top;
+}
+
+/* ---- G records ---------------------------------------------------------- */
+
+static weft__g *g_alloc(weft__p *p)
+{
+    weft__g *g;
+    if (p && p->gfree) {
+        g = p->gfree;
+        p->gfree = g->next;
+        p->ngfree--;
+        return g;
+    }
+    weft__lock_acquire(&weft__rt.lock);
+    if (!weft__rt.gfree) {
+        weft__gchunk *c = calloc(1, sizeof *c);
+        if (!c) {
+            weft__lock_release(&weft__rt.lock);
+            return NULL;
+        }
+        c->next = weft__rt.chunks;
+        weft__rt.chunks = c;
+        for (int i = GCHUNK_SIZE; i-- > 0;) {
+            c->gs[i].next = weft__rt.gfree;
+            weft__rt.gfree = &c->gs[i];
+        }
+        weft__rt.ngfree += GCHUNK_SIZE;
+    }
+    g = weft__rt.gfree;
+    weft__rt.gfree = g->next;
+    weft__rt.ngfree--;
+    /* Refill p's list while we hold the lock. */
+    while (p && p->ngfree < GFREE_MAX / 2 && weft__rt.gfree) {
+        weft__g *x = weft__rt.gfree;
+        weft__rt.gfree = x->next;
+        weft__rt.ngfree--;
+        x->next = p->gfree;
+        p->gfree = x;
+        p->ngfree++;
+    }
+    weft__lock_release(&weft__rt.lock);
+    return g;
+}
+
+static void g_free(weft__p *p, weft__g *g)
+{
+    free(g->name);
+    g->name = NULL;
+    atomic_store_explicit(&g->state, WEFT__G_FREE, memory_order_relaxed);
+    if (p) {
+        g->next = p->gfree;
+        p->gfree = g;
+        if (++p->ngfree <= GFREE_MAX)
+            return;
+        /* Give half back to the shared list. */
+        weft__g *head = p->gfree, *tail = head;
+        for (uint32_t i = 1; i < GFREE_MAX / 2; i++)
+            tail = tail->next;
+        p->gfree = tail->next;
+        p->ngfree -= GFREE_MAX / 2;
+        weft__lock_acquire(&weft__rt.lock);
+        tail->next = weft__rt.gfree;
+        weft__rt.gfree = head;
+        weft__rt.ngfree += GFREE_MAX / 2;
+        weft__lock_release(&weft__rt.lock);
+        return;
+    }
+    weft__lock_acquire(&weft__rt.lock);
+    g->next = weft__rt.gfree;
+    weft__rt.gfree = g;
+    weft__rt.ngfree++;
+    weft__lock_release(&weft__rt.lock);
+}
+
+static uint64_t id_next(weft__p *p)
+{
+    if (p) {
+        if (p->id_next == p->id_end) {
+            p->id_next = atomic_fetch_add(&weft__rt.id_gen, ID_BATCH);
+            p->id_end = p->id_next + ID_BATCH;
+        }
+        return p->id_next++;
+    }
+    return atomic_fetch_add(&weft__rt.id_gen, 1);
+}
+
+/* ---- Switching ---------------------------------------------------------- */
+
+static void g_entry(void *arg);
+
+/* Switch from g0 to g on p and carry out g's post action once it leaves. */
+static void execute(weft__p *p, weft__g *g)
+{
+    if (!g->started) {
+        g->stack = weft__stack_prefer_warm(&p->stacks, g->stack);
+        weft__ctx_make(&g->ctx, g->stack->lo, g->stack->size, g_entry, g,
+                       &g->fpenv);
+#ifdef WEFT_TSAN
+        g->tsan_fiber = __tsan_create_fiber(0);
+#endif
+        g->started = true;
+    }
+    p->curg = g;
+    p->post = WEFT__POST_NONE;
+    atomic_store_explicit(&g->state, WEFT__G_RUNNING, memory_order_relaxed);
+    atomic_store_explicit(&p->st_switches,
+                          atomic_load_explicit(&p->st_switches, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    errno = g->saved_errno;
+
+#ifdef WEFT_ASAN
+    __sanitizer_start_switch_fiber(&p->g0_fake_stack, g->stack->lo, g->stack->size);
+#endif
+#ifdef WEFT_TSAN
+    __tsan_switch_to_fiber(g->tsan_fiber, 0);
+#endif
+    weft__ctx_switch(&p->g0_ctx, &g->ctx);
+#ifdef WEFT_ASAN
+    __sanitizer_finish_switch_fiber(p->g0_fake_stack, NULL, NULL);
+#endif
+
+    p->curg = NULL;
+    switch (p->post) {
+    case WEFT__POST_PARK:
+        atomic_store_explicit(&g->state, WEFT__G_WAITING, memory_order_relaxed);
+        atomic_store_explicit(&p->st_parks,
+                              atomic_load_explicit(&p->st_parks, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        if (p->post_fn && !p->post_fn(p->post_arg)) {
+            /* The park was called off: run g next. */
+            atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+            runq_put(p, g, true);
+        }
+        break;
+    case WEFT__POST_YIELD:
+        atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+        runq_put(p, g, false);
+        break;
+    case WEFT__POST_EXIT:
+#ifdef WEFT_TSAN
+        __tsan_destroy_fiber(g->tsan_fiber);
+        g->tsan_fiber = NULL;
+#endif
+        weft__stack_put(&p->stacks, g->stack);
+        g->stack = NULL;
+        g->started = false;
+        g_free(p, g);
+        atomic_store_explicit(&p->st_exited,
+                              atomic_load_explicit(&p->st_exited, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        break;
+    default:
+        weft__fatal("coroutine switched away without a reason");
+    }
+}
+
+/* Leave the running G for g0; returns when g is resumed, possibly on
+ * another thread. p is the P the call starts on and is stale afterwards. */
+static void switch_to_g0(weft__p *p, weft__g *g, int post)
+{
+    p->post = post;
+    g->saved_errno = errno;
+#ifdef WEFT_ASAN
+    __sanitizer_start_switch_fiber(post == WEFT__POST_EXIT ? NULL : &g->asan_fake_stack,
+                                   p->g0_stack_lo, p->g0_stack_size);
+#endif
+#ifdef WEFT_TSAN
+    __tsan_switch_to_fiber(p->g0_fiber, 0);
+#endif
+    weft__ctx_switch(&g->ctx, &p->g0_ctx);
+#ifdef WEFT_ASAN
+    __sanitizer_finish_switch_fiber(g->asan_fake_stack, NULL, NULL);
+#endif
+}
+
+static void g_entry(void *arg)
+{
+    weft__g *g = arg;
+#ifdef WEFT_ASAN
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+    g->fn(g->arg);
+    switch_to_g0(weft__p_self(), g, WEFT__POST_EXIT);
+    weft__fatal("exited coroutine %llu was resumed", (unsigned long long)g->id);
+}
+
+/* ---- Park and ready ----------------------------------------------------- */
+
+void weft__park(weft__unlock_fn unlock, void *arg, int reason)
+{
+    weft__p *p = weft__p_self();
+    if (p && p->curg) {
+        weft__g *g = p->curg;
+        g->wait_reason = (uint16_t)reason;
+        p->post_fn = unlock;
+        p->post_arg = arg;
+        switch_to_g0(p, g, WEFT__POST_PARK);
+        g->wait_reason = WEFT__WAIT_NONE;
+        return;
+    }
+
+    weft__thread_parker *tp = thread_parker_self();
+    atomic_store_explicit(&tp->woken, 0, memory_order_relaxed);
+    if (unlock && !unlock(arg))
+        return;
+    /* Pairs with the release store in weft__ready. */
+    while (atomic_load_explicit(&tp->woken, memory_order_acquire) == 0)
+        weft__futex_wait(&tp->woken, 0);
+}
+
+void weft__ready(weft__parker *parker)
+{
+    if (parker->kind == WEFT__PARKER_THREAD) {
+        weft__thread_parker *tp = (weft__thread_parker *)parker;
+        atomic_store_explicit(&tp->woken, 1, memory_order_release);
+        /* The thread may have returned already; the futex word lives in its
+         * thread-local storage for as long as the thread does, and a stray
+         * wake of a later park is harmless (it rechecks woken). */
+        weft__futex_wake(&tp->woken, 1);
+        return;
+    }
+
+    weft__g *g = (weft__g *)parker;
+    atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+    weft__p *p = weft__p_self();
+    if (p && p->curg) {
+        runq_put(p, g, true);
+    } else {
+        weft__lock_acquire(&weft__rt.lock);
+        gq_put_locked(g, g, 1);
+        weft__lock_release(&weft__rt.lock);
+        atomic_fetch_add_explicit(&weft__rt.global_pushes, 1, memory_order_relaxed);
+    }
+    wake_if_needed();
+}
+
+/* ---- Spawn and yield ---------------------------------------------------- */
+
+int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
+                      const char *file, int line)
+{
+    size_t want = 0;
+    if (opts && opts->stack_size) {
+        want = weft__stack_round(opts->stack_size);
+        if (!want)
+            return -EINVAL;
+        if (want == weft__rt.stack_size)
+            want = 0;
+    }
+
+    weft__p *p = weft__p_self();
+    weft__g *g = g_alloc(p);
+    if (!g)
+        return -ENOMEM;
+    g->stack = weft__stack_get(p ? &p->stacks : NULL, want);
+    if (!g->stack) {
+        g_free(p, g);
+        return -ENOMEM;
+    }
+    g->name = NULL;
+    if (opts && opts->name) {
+        g->name = strdup(opts->name);
+        if (!g->name) {
+            weft__stack_put(p ? &p->stacks : NULL, g->stack);
+            g->stack = NULL;
+            g_free(p, g);
+            return -ENOMEM;
+        }
+    }
+    g->parker.kind = WEFT__PARKER_G;
+    g->fn = fn;
+    g->arg = arg;
+    g->id = id_next(p);
+    g->file = file;
+    g->line = line;
+    g->stack_request = want;
+    g->started = false;
+    g->saved_errno = 0;
+    g->wait_reason = WEFT__WAIT_NONE;
+    g->asan_fake_stack = NULL;
+    weft__fpenv_get(&g->fpenv);
+    atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+
+    if (p) {
+        atomic_store_explicit(&p->st_spawned,
+                              atomic_load_explicit(&p->st_spawned, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        runq_put(p, g, true);
+    } else {
+        atomic_fetch_add(&weft__rt.outside_spawned, 1);
+        weft__lock_acquire(&weft__rt.lock);
+        gq_put_locked(g, g, 1);
+        weft__lock_release(&weft__rt.lock);
+        atomic_fetch_add_explicit(&weft__rt.global_pushes, 1, memory_order_relaxed);
+    }
+    wake_if_needed();
+    return 0;
+}
+
+void weft__sched_yield(void)
+{
+    weft__p *p = weft__p_self();
+    if (!p || !p->curg) {
+        sched_yield();
+        return;
+    }
+    switch_to_g0(p, p->curg, WEFT__POST_YIELD);
+}
+
+/* ---- P threads, init and shutdown -------------------------------------- */
+
+static void *p_main(void *arg)
+{
+    weft__p *p = arg;
+    p_self_set(p);
+
+#ifdef WEFT_ASAN
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &p->g0_stack_lo, &p->g0_stack_size);
+        pthread_attr_destroy(&attr);
+    }
+#endif
+#ifdef WEFT_TSAN
+    p->g0_fiber = __tsan_get_current_fiber();
+#endif
+
+    weft__g *g;
+    while ((g = find_runnable(p))) {
+        /* Whichever way a spinning P found work, it stops spinning now. */
+        if (p->spinning)
+            stop_spinning(p);
+        execute(p, g);
+    }
+    if (p->spinning) {
+        p->spinning = false;
+        atomic_fetch_sub(&weft__rt.nmspinning, 1);
+    }
+
+    p_self_set(NULL);
+    return NULL;
+}
+
+int weft__sched_init(int nprocs, size_t stack_size)
+{
+    memset(&weft__rt, 0, sizeof weft__rt);
+    weft__rt.nprocs = nprocs;
+    weft__rt.stack_size = stack_size;
+    atomic_store(&weft__rt.id_gen, 1);
+    int err = weft__stacks_init(stack_size);
+    if (err)
+        return err;
+    weft__rt.ps = calloc((size_t)nprocs, sizeof *weft__rt.ps);
+    if (!weft__rt.ps) {
+        weft__stacks_term();
+        return -ENOMEM;
+    }
+    uint64_t seed = (uint64_t)now_ns() | 1;
+    for (int i = 0; i < nprocs; i++) {
+        weft__p *p = NULL;
+        if (posix_memalign((void **)&p, 64, sizeof *p) != 0) {
+            weft__sched_term();
+            return -ENOMEM;
+        }
+        memset(p, 0, sizeof *p);
+        p->id = i;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        p->rng = seed | 1;
+        weft__rt.ps[i] = p;
+    }
+    atomic_store(&weft__rt.running, 1);
+    for (int i = 0; i < nprocs; i++) {
+        weft__p *p = weft__rt.ps[i];
+        if (pthread_create(&p->thread, NULL, p_main, p) != 0) {
+            /* Stop the threads already started. */
+            weft__rt.nprocs = i;
+            weft__sched_stop();
+            weft__sched_term();
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+/* Tell every P to leave its loop and wait for their threads. */
+void weft__sched_stop(void)
+{
+    atomic_store(&weft__rt.stopping, 1);
+    for (int i = 0; i < weft__rt.nprocs; i++)
+        note_post(weft__rt.ps[i]);
+    for (int i = 0; i < weft__rt.nprocs; i++)
+        pthread_join(weft__rt.ps[i]->thread, NULL);
+    atomic_store(&weft__rt.running, 0);
+}
+
+/* Free every G record and stack; abandoned coroutines vanish here. */
+void weft__sched_term(void)
+{
+    while (weft__rt.chunks) {
+        weft__gchunk *c = weft__rt.chunks;
+        weft__rt.chunks = c->next;
+        for (int i = 0; i < GCHUNK_SIZE; i++) {
+            weft__g *g = &c->gs[i];
+            free(g->name);
+#ifdef WEFT_TSAN
+            if (g->tsan_fiber)
+                __tsan_destroy_fiber(g->tsan_fiber);
+#endif
+        }
+        free(c);
+    }
+    if (weft__rt.ps) {
+        for (int i = 0; i < weft__rt.nprocs; i++)
+            free(weft__rt.ps[i]);
+        free(weft__rt.ps);
+    }
+    weft__rt.ps = NULL;
+    weft__stacks_term();
+}
+
+int64_t weft__sched_live(void)
+{
+    int64_t n = atomic_load(&weft__rt.outside_spawned);
+    for (int i = 0; i < weft__rt.nprocs; i++) {
+        weft__p *p = weft__rt.ps[i];
+        n += atomic_load_explicit(&p->st_spawned, memory_order_relaxed);
+        n -= atomic_load_explicit(&p->st_exited, memory_order_relaxed);
+    }
+    return n;
+}

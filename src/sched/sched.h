@@ -1,0 +1,206 @@
+/*
+ * Internal header: the coroutine (G), the processor slot (P) and the
+ * scheduler's global state, kept together as one picture of the runtime.
+ *
+ * Vocabulary:
+ *   G  a coroutine: a function with its own stack and saved context.
+ *   P  a processor slot: a local run queue, caches, and the one worker
+ *      thread (Go's M) bound to it for the runtime's whole life. A P's
+ *      thread never blocks in the kernel on behalf of a coroutine (slow work
+ *      goes to libuv's thread pool), so Ps never need to change threads.
+ *   g0 the worker thread's own stack, where the scheduling loop runs. Every
+ *      switch goes G -> g0 -> G: a coroutine that stops running leaves a
+ *      "post action" (park, yield, exit) that g0 carries out once the
+ *      coroutine's stack is no longer in use.
+ *   parker  what blocking primitives wait with: a G, or a plain thread that
+ *      calls the API from outside the runtime and blocks on a futex.
+ *
+ * The park/ready interface (every primitive above the scheduler uses only
+ * this):
+ *   weft__park(unlock, arg, reason) suspends the calling parker. For a G,
+ *     unlock(arg) runs on g0 after the switch, so a waker that needs the
+ *     lock the caller held can only make the G ready once its context is
+ *     saved. If unlock returns false the G resumes at once.
+ *   weft__ready(parker) makes a parked parker runnable; it is called
+ *     exactly once per park, by whoever removed it from a wait list.
+ *
+ * Thread-local state: the current P is reached only through weft__p_self(),
+ * a non-inlined accessor, never cached across a call that can switch: a G
+ * may resume on another thread after any park or yield.
+ */
+#ifndef WEFT_SCHED_SCHED_H
+#define WEFT_SCHED_SCHED_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../arch/context.h"
+#include "../arch/stack.h"
+#include "weft/runtime.h"
+
+/* Why a parker waits, in the words Go's runtime uses. */
+typedef enum weft__wait_reason {
+    WEFT__WAIT_NONE = 0,
+    WEFT__WAIT_SLEEP,
+    WEFT__WAIT_WAITGROUP,
+    WEFT__WAIT_COUNT
+} weft__wait_reason;
+
+const char *weft__wait_reason_string(int reason);
+
+enum { WEFT__PARKER_G = 0, WEFT__PARKER_THREAD = 1 };
+
+typedef struct weft__parker {
+    uint8_t kind;  /* WEFT__PARKER_G or WEFT__PARKER_THREAD; fixed */
+} weft__parker;
+
+/* A plain thread's parker: one per thread, in thread-local storage. */
+typedef struct weft__thread_parker {
+    weft__parker base;
+    _Atomic uint32_t woken;  /* 0 while parked; 1 once ready */
+} weft__thread_parker;
+
+typedef bool (*weft__unlock_fn)(void *arg);
+
+enum weft__g_state {
+    WEFT__G_FREE = 0,   /* on a free list */
+    WEFT__G_RUNNABLE,   /* in a run queue, runnext or about to be */
+    WEFT__G_RUNNING,    /* on a P */
+    WEFT__G_WAITING,    /* parked */
+};
+
+typedef struct weft__g {
+    weft__parker parker;        /* first, so a parker casts to its G */
+    /* Fixed while the G lives. */
+    weft_fn fn;
+    void *arg;
+    uint64_t id;
+    const char *file;           /* spawn site */
+    int line;
+    char *name;                 /* from weft_go_opts, malloc'd, may be NULL */
+    size_t stack_request;       /* requested stack size, 0 for the default */
+    weft__fpenv fpenv;          /* spawner's floating-point state */
+    /* Owned by whichever P runs or queues the G. */
+    _Atomic uint32_t state;     /* enum weft__g_state */
+    bool started;               /* ctx holds a real context */
+    struct weft__g *next;       /* global queue or free-list link */
+    weft__stack *stack;         /* reserved at spawn; swapped at first run */
+    weft__ctx ctx;
+    int saved_errno;            /* errno while not running */
+    uint16_t wait_reason;
+    void *asan_fake_stack;      /* AddressSanitizer's per-fiber state */
+    void *tsan_fiber;           /* ThreadSanitizer's fiber */
+} weft__g;
+
+/* Post actions g0 carries out after a G switches away. */
+enum weft__post { WEFT__POST_NONE = 0, WEFT__POST_PARK, WEFT__POST_YIELD,
+                  WEFT__POST_EXIT };
+
+#define WEFT__RUNQ_SIZE 256u
+
+typedef struct weft__p {
+    /* Run queue: a ring the owner pushes at the tail and pops at the head;
+     * thieves take half from the head with one CAS. head is advanced by
+     * CAS by anyone; tail is stored only by the owner. */
+    _Atomic uint32_t runq_head;
+    char pad0[60];
+    _Atomic uint32_t runq_tail;
+    _Atomic(weft__g *) runnext;  /* G made ready by this P's current G */
+    _Atomic(weft__g *) runq[WEFT__RUNQ_SIZE];
+    char pad1[64];
+
+    /* Owner only. */
+    int id;
+    uint32_t schedtick;          /* scheduling rounds */
+    uint32_t runnext_streak;     /* consecutive runnext picks */
+    uint64_t rng;                /* xorshift state for victim order */
+    weft__g *curg;               /* running G, NULL on g0 */
+    int post;                    /* enum weft__post */
+    weft__unlock_fn post_fn;
+    void *post_arg;
+    weft__ctx g0_ctx;
+    weft__g *gfree;              /* free G records */
+    uint32_t ngfree;
+    uint64_t id_next;            /* batch of coroutine ids */
+    uint64_t id_end;
+    weft__stack_cache stacks;
+    bool spinning;               /* counted in nmspinning; see "Spinning" */
+    void *g0_stack_lo;           /* AddressSanitizer: thread stack bounds */
+    size_t g0_stack_size;
+    void *g0_fake_stack;
+    void *g0_fiber;              /* ThreadSanitizer: the thread's fiber */
+
+    /* Idle list link and wakeup word; guarded by sched.lock / futex. */
+    struct weft__p *idle_next;
+    bool idle;                   /* on the idle list; guarded by sched.lock */
+    _Atomic uint32_t note;       /* 1 once woken */
+
+    /* Statistics, written by the owner, read by anyone. */
+    _Atomic int64_t st_spawned;
+    _Atomic int64_t st_exited;
+    _Atomic int64_t st_switches;
+    _Atomic int64_t st_steals;
+    _Atomic int64_t st_parks;
+
+    pthread_t thread;
+} weft__p;
+
+typedef struct weft__sched {
+    _Atomic int running;         /* 1 between init and shutdown */
+    _Atomic int stopping;        /* set by shutdown: Ps leave their loops */
+    int nprocs;
+    weft__p **ps;
+    size_t stack_size;           /* default usable stack bytes */
+
+    _Atomic uint32_t lock;       /* guards the fields down to chunks */
+    weft__g *gq_head;            /* global run queue */
+    weft__g *gq_tail;
+    _Atomic int64_t gq_size;     /* readable without the lock */
+    weft__p *idle;               /* idle Ps, a stack */
+    weft__g *gfree;              /* free G records shared by all Ps */
+    uint32_t ngfree;
+    struct weft__gchunk *chunks; /* every G record ever allocated */
+
+    _Atomic int32_t npidle;      /* Ps on the idle list */
+    _Atomic int32_t nmspinning;  /* Ps spinning for work; see "Spinning" */
+    _Atomic uint64_t id_gen;     /* coroutine id batches */
+    _Atomic int64_t outside_spawned; /* spawned from plain threads */
+    _Atomic int64_t outside_exited;  /* never written; kept symmetric */
+    _Atomic int64_t global_pushes;
+    _Atomic int64_t idle_wakeups;
+} weft__sched;
+
+extern weft__sched weft__rt;
+
+/* The calling thread's P, or NULL on a plain thread. Not inlined, so no
+ * caller can keep the thread-local address across a switch. */
+weft__p *weft__p_self(void);
+
+/* The current parker: the running G, or the calling thread's parker. */
+weft__parker *weft__parker_self(void);
+
+void weft__park(weft__unlock_fn unlock, void *arg, int reason);
+void weft__ready(weft__parker *parker);
+
+/* Scheduler set-up and tear-down, used by runtime.c. */
+int weft__sched_init(int nprocs, size_t stack_size);
+void weft__sched_stop(void);
+void weft__sched_term(void);
+int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
+                      const char *file, int line);
+void weft__sched_yield(void);
+int64_t weft__sched_live(void);
+
+/* Poller: the libuv loop thread and sleep timers. */
+int weft__poller_init(void);
+void weft__poller_term(void);
+int weft__poller_sleep(int64_t deadline);
+
+/* Print "weft: fatal: <message>" to stderr and abort. */
+_Noreturn void weft__fatal(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+#endif /* WEFT_SCHED_SCHED_H */

@@ -1,0 +1,107 @@
+/*
+ * Wait group (Go's sync.WaitGroup) on the park/ready interface.
+ *
+ * state packs the counter (signed, high 32 bits) and the number of
+ * registered waiters (low 32 bits) into one 64-bit word, so that the adder
+ * that brings the counter to zero sees in the same atomic operation whether
+ * anyone waits. If no one does, it never touches the wait group again, so
+ * a waiter that saw zero may free it at once.
+ *
+ * Algorithm:
+ *  wait: if the counter is zero, return. Otherwise register as a waiter by
+ *        CAS (waiters + 1), then under lock either take a wakeup already
+ *        granted or link onto the waiter list and park.
+ *  add:  add delta to the counter. Counter < 0 is fatal. If it reached zero
+ *        with w waiters: reset state to 0, then under lock grant w wakeups,
+ *        unlinking up to w parked waiters, and ready them after unlocking.
+ *        A waiter that registered but has not linked yet takes its granted
+ *        wakeup when it gets the lock, without parking.
+ * Invariants: wakeups + waiters on the list never exceed the registered
+ * waiters of the round being released.
+ * Locking: wg->lock is a leaf, never held across ready.
+ * Callers: coroutines and plain threads.
+ */
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "../sched/lock.h"
+#include "../sched/sched.h"
+#include "weft/sync.h"
+
+typedef struct wg_waiter {
+    struct wg_waiter *next;
+    weft__parker *parker;
+} wg_waiter;
+
+#define WG_STATE(wg) ((_Atomic uint64_t *)&(wg)->state)
+#define WG_LOCK(wg) ((_Atomic uint32_t *)&(wg)->lock)
+
+void weft_wg_add(weft_wg *wg, int64_t delta)
+{
+    if (!wg)
+        weft__fatal("weft_wg_add called with a NULL wait group");
+    if (delta > INT32_MAX || delta < INT32_MIN)
+        weft__fatal("weft_wg_add delta %lld is out of range", (long long)delta);
+    uint64_t s = atomic_fetch_add(WG_STATE(wg), (uint64_t)delta << 32) +
+                 ((uint64_t)delta << 32);
+    int32_t count = (int32_t)(s >> 32);
+    uint32_t waiters = (uint32_t)s;
+    if (count < 0)
+        weft__fatal("negative wait group counter (%d)", count);
+    if (count > 0 || waiters == 0)
+        return;
+
+    /* Counter is zero with waiters: this round is over. A waiter that sees
+     * zero does not register, so the word can only have changed if another
+     * add started a new round concurrently, which Go also rejects. */
+    if (!atomic_compare_exchange_strong(WG_STATE(wg), &s, 0))
+        weft__fatal("wait group misused: add called concurrently with wait");
+    weft__lock_acquire(WG_LOCK(wg));
+    wg_waiter *list = wg->waiters;
+    wg->waiters = NULL;
+    uint32_t linked = 0;
+    for (wg_waiter *w = list; w; w = w->next)
+        linked++;
+    wg->wakeups += waiters - linked;
+    weft__lock_release(WG_LOCK(wg));
+    while (list) {
+        wg_waiter *w = list;
+        list = w->next;
+        /* w lives on the parked waiter's stack; read it before ready. */
+        weft__ready(w->parker);
+    }
+}
+
+void weft_wg_done(weft_wg *wg)
+{
+    weft_wg_add(wg, -1);
+}
+
+static bool wg_unlock(void *arg)
+{
+    weft_wg *wg = arg;
+    weft__lock_release(WG_LOCK(wg));
+    return true;
+}
+
+void weft_wg_wait(weft_wg *wg)
+{
+    if (!wg)
+        weft__fatal("weft_wg_wait called with a NULL wait group");
+    uint64_t s = atomic_load(WG_STATE(wg));
+    for (;;) {
+        if ((int32_t)(s >> 32) == 0)
+            return;
+        if (atomic_compare_exchange_weak(WG_STATE(wg), &s, s + 1))
+            break;
+    }
+    weft__lock_acquire(WG_LOCK(wg));
+    if (wg->wakeups > 0) {
+        wg->wakeups--;
+        weft__lock_release(WG_LOCK(wg));
+        return;
+    }
+    wg_waiter self = { .next = wg->waiters, .parker = weft__parker_self() };
+    wg->waiters = &self;
+    weft__park(wg_unlock, wg, WEFT__WAIT_WAITGROUP);
+}
