@@ -97,6 +97,21 @@ NO_IPA static void p_self_set(weft__p *p)
     tls_p = p;
 }
 
+/* errno is thread-local too: glibc declares __errno_location const, so
+ * after inlining (link-time optimisation included) a caller could reuse the
+ * errno address of the thread it ran on before a switch. */
+NO_IPA static int errno_load(void)
+{
+    __asm__ volatile("" ::: "memory");
+    return errno;
+}
+
+NO_IPA static void errno_store(int value)
+{
+    __asm__ volatile("" ::: "memory");
+    errno = value;
+}
+
 NO_IPA static weft__thread_parker *thread_parker_self(void)
 {
     __asm__ volatile("" ::: "memory");
@@ -618,7 +633,7 @@ static void execute(weft__p *p, weft__g *g)
     atomic_store_explicit(&p->st_switches,
                           atomic_load_explicit(&p->st_switches, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    errno = g->saved_errno;
+    errno_store(g->saved_errno);
 
 #ifdef WEFT_ASAN
     __sanitizer_start_switch_fiber(&p->g0_fake_stack, g->stack->lo, g->stack->size);
@@ -671,7 +686,7 @@ static void execute(weft__p *p, weft__g *g)
 static void switch_to_g0(weft__p *p, weft__g *g, int post)
 {
     p->post = post;
-    g->saved_errno = errno;
+    g->saved_errno = errno_load();
 #ifdef WEFT_ASAN
     __sanitizer_start_switch_fiber(post == WEFT__POST_EXIT ? NULL : &g->asan_fake_stack,
                                    p->g0_stack_lo, p->g0_stack_size);

@@ -1,0 +1,347 @@
+/*
+ * Runtime lifecycle and API contract: start and stop, restart, bad
+ * arguments, configuration and environment variables, error names, and
+ * calls from plain threads.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "weft.h"
+
+static void noop(void *arg)
+{
+    (void)arg;
+}
+
+static void test_calls_before_init(void **state)
+{
+    (void)state;
+    assert_int_equal(weft_go(noop, NULL), WEFT_EINVAL);
+    assert_int_equal(weft_shutdown(), WEFT_EINVAL);
+    assert_int_equal(weft_maxprocs(), 0);
+    assert_int_equal(weft_num_coroutines(), 0);
+    assert_int_equal(weft_id(), 0);
+    assert_false(weft_in_coroutine());
+    /* A plain thread may sleep without a runtime. */
+    int64_t start = weft_now();
+    assert_int_equal(weft_sleep(WEFT_MS(2)), 0);
+    assert_true(weft_now() - start >= WEFT_MS(2));
+}
+
+static void test_init_twice_and_restart(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 5; round++) {
+        assert_int_equal(weft_init(NULL), 0);
+        assert_int_equal(weft_init(NULL), WEFT_EINVAL);
+        assert_true(weft_maxprocs() >= 1);
+        assert_int_equal(weft_shutdown(), 0);
+        assert_int_equal(weft_shutdown(), WEFT_EINVAL);
+    }
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    weft_config bad = { .maxprocs = -1 };
+    assert_int_equal(weft_init(&bad), WEFT_EINVAL);
+    weft_config tiny = { .stack_size = 100 };
+    assert_int_equal(weft_init(&tiny), WEFT_EINVAL);
+    assert_int_equal(weft_main(NULL, NULL), WEFT_EINVAL);
+
+    assert_int_equal(weft_init(NULL), 0);
+    assert_int_equal(weft_go(NULL, NULL), WEFT_EINVAL);
+    weft_go_opts small = { .stack_size = 1024 };
+    assert_int_equal(weft_go_with(noop, NULL, &small), WEFT_EINVAL);
+    weft_go_opts huge = { .stack_size = (size_t)1 << 40 };
+    assert_int_equal(weft_go_with(noop, NULL, &huge), WEFT_EINVAL);
+    assert_int_equal(weft_shutdown(), 0);
+}
+
+static void test_config_maxprocs(void **state)
+{
+    (void)state;
+    weft_config cfg = { .maxprocs = 3 };
+    assert_int_equal(weft_init(&cfg), 0);
+    assert_int_equal(weft_maxprocs(), 3);
+    assert_int_equal(weft_shutdown(), 0);
+
+    /* The default is the CPUs this process may use. */
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    unsetenv("WEFT_MAXPROCS");
+    assert_int_equal(weft_init(NULL), 0);
+    assert_true(weft_maxprocs() >= 1);
+    assert_true(weft_maxprocs() <= CPU_COUNT(&set));
+    assert_int_equal(weft_shutdown(), 0);
+
+    /* A config field wins over the environment. */
+    setenv("WEFT_MAXPROCS", "1", 1);
+    assert_int_equal(weft_init(NULL), 0);
+    assert_int_equal(weft_maxprocs(), 1);
+    assert_int_equal(weft_shutdown(), 0);
+    assert_int_equal(weft_init(&cfg), 0);
+    assert_int_equal(weft_maxprocs(), 3);
+    assert_int_equal(weft_shutdown(), 0);
+    unsetenv("WEFT_MAXPROCS");
+}
+
+/* Run weft_init with WEFT_MAXPROCS=value in a child; return the child's
+ * stderr in buf and maxprocs as exit status. */
+static int init_with_env(const char *name, const char *value, char *buf, size_t len)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        setenv(name, value, 1);
+        if (weft_init(NULL) != 0)
+            _exit(100);
+        int n = weft_maxprocs();
+        weft_shutdown();
+        _exit(n);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < len && (r = read(fds[0], buf + got, len - 1 - got)) > 0)
+        got += (size_t)r;
+    buf[got] = '\0';
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_bad_env_values(void **state)
+{
+    (void)state;
+    char err[512];
+    const char *bad[] = { "zero", "0", "-2", "3x", "99999" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int n = init_with_env("WEFT_MAXPROCS", bad[i], err, sizeof err);
+        assert_true(n >= 1 && n < 100);
+        assert_non_null(strstr(err, "weft: warning: invalid WEFT_MAXPROCS"));
+        assert_non_null(strstr(err, bad[i]));
+    }
+    int n = init_with_env("WEFT_MAXPROCS", "2", err, sizeof err);
+    assert_int_equal(n, 2);
+    assert_string_equal(err, "");
+
+    n = init_with_env("WEFT_STACK_SIZE", "12potatoes", err, sizeof err);
+    assert_true(n >= 1 && n < 100);
+    assert_non_null(strstr(err, "weft: warning: invalid WEFT_STACK_SIZE"));
+    n = init_with_env("WEFT_STACK_SIZE", "64k", err, sizeof err);
+    assert_string_equal(err, "");
+}
+
+typedef struct spawn_from_thread {
+    weft_wg wg;
+    _Atomic int ran;
+    _Atomic int in_coroutine;
+} spawn_from_thread;
+
+static void count_run(void *arg)
+{
+    spawn_from_thread *s = arg;
+    atomic_fetch_add(&s->ran, 1);
+    if (weft_in_coroutine() && weft_id() != 0)
+        atomic_fetch_add(&s->in_coroutine, 1);
+    weft_wg_done(&s->wg);
+}
+
+static void *thread_spawner(void *arg)
+{
+    spawn_from_thread *s = arg;
+    for (int i = 0; i < 1000; i++)
+        CHECK(weft_go(count_run, s) == 0);
+    return NULL;
+}
+
+static void test_spawn_from_plain_threads(void **state)
+{
+    (void)state;
+    assert_int_equal(weft_init(NULL), 0);
+    spawn_from_thread s = {0};
+    weft_wg_add(&s.wg, 4000);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, thread_spawner, &s), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    weft_wg_wait(&s.wg);
+    assert_int_equal(atomic_load(&s.ran), 4000);
+    assert_int_equal(atomic_load(&s.in_coroutine), 4000);
+    assert_int_equal(weft_shutdown(), 0);
+    assert_no_check_failures();
+}
+
+static int main_result(void *arg)
+{
+    CHECK(weft_in_coroutine());
+    CHECK(weft_num_coroutines() >= 1);
+    CHECK(weft_shutdown() == WEFT_EINVAL);
+    CHECK(weft_init(NULL) == WEFT_EINVAL);
+    return *(int *)arg;
+}
+
+static void test_main_returns_result(void **state)
+{
+    (void)state;
+    int v = 42;
+    assert_int_equal(weft_main(main_result, &v), 42);
+    v = 7;
+    weft_config cfg = { .maxprocs = 1 };
+    assert_int_equal(weft_main_config(&cfg, main_result, &v), 7);
+    assert_int_equal(weft_maxprocs(), 0);
+    assert_no_check_failures();
+}
+
+static _Atomic int abandoned_started;
+
+static void block_forever(void *arg)
+{
+    weft_wg *never = arg;
+    atomic_fetch_add(&abandoned_started, 1);
+    weft_wg_wait(never);
+}
+
+static void spin_yield(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&abandoned_started, 1);
+    for (;;)
+        weft_yield();
+}
+
+static void sleep_long(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&abandoned_started, 1);
+    weft_sleep(WEFT_SEC(3600));
+}
+
+static void test_shutdown_abandons_coroutines(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(weft_init(NULL), 0);
+        atomic_store(&abandoned_started, 0);
+        weft_wg never = {0};
+        weft_wg_add(&never, 1);
+        for (int i = 0; i < 100; i++) {
+            assert_int_equal(weft_go(block_forever, &never), 0);
+            assert_int_equal(weft_go(sleep_long, NULL), 0);
+        }
+        assert_int_equal(weft_go(spin_yield, NULL), 0);
+        weft_go_opts named = { .name = "abandoned", .stack_size = 64 * 1024 };
+        assert_int_equal(weft_go_with(block_forever, &never, &named), 0);
+        /* Wait, bounded, until every one has started (and so parked). */
+        int64_t limit = weft_now() + WEFT_SEC(30);
+        while (atomic_load(&abandoned_started) < 202 && weft_now() < limit)
+            sched_yield();
+        assert_int_equal(atomic_load(&abandoned_started), 202);
+        assert_int_equal(weft_num_coroutines(), 202);
+        assert_int_equal(weft_shutdown(), 0);
+        assert_int_equal(weft_num_coroutines(), 0);
+    }
+}
+
+static void test_error_names(void **state)
+{
+    (void)state;
+    assert_string_equal(weft_err_name(WEFT_ECLOSED), "ECLOSED");
+    assert_string_equal(weft_err_name(WEFT_EAGAIN), "EAGAIN");
+    assert_string_equal(weft_err_name(WEFT_ECANCELED), "ECANCELED");
+    assert_string_equal(weft_err_name(WEFT_ETIMEDOUT), "ETIMEDOUT");
+    assert_string_equal(weft_err_name(WEFT_ENOMEM), "ENOMEM");
+    assert_string_equal(weft_err_name(WEFT_EINVAL), "EINVAL");
+    assert_string_equal(weft_err_name(-ECONNREFUSED), "ECONNREFUSED");
+    assert_string_equal(weft_err_name(-123456), "UNKNOWN");
+    assert_int_equal(WEFT_EAGAIN, -EAGAIN);
+    assert_int_equal(WEFT_ECANCELED, -ECANCELED);
+    assert_int_equal(WEFT_ETIMEDOUT, -ETIMEDOUT);
+    assert_int_equal(WEFT_ENOMEM, -ENOMEM);
+    assert_int_equal(WEFT_EINVAL, -EINVAL);
+    assert_true(WEFT_ECLOSED < 0);
+    assert_string_equal(weft_err_name(WEFT_ECLOSED), "ECLOSED");
+    assert_non_null(strstr(weft_strerror(WEFT_ECLOSED), "closed"));
+    assert_non_null(strstr(weft_strerror(-ECONNREFUSED), "refused"));
+    assert_string_equal(weft_strerror(-123456), "unknown error");
+    assert_string_equal(weft_err_name(0), "OK");
+}
+
+static void test_duration_macros(void **state)
+{
+    (void)state;
+    assert_int_equal(WEFT_NS(5), 5);
+    assert_int_equal(WEFT_US(5), 5000);
+    assert_int_equal(WEFT_MS(5), 5000000);
+    assert_int_equal(WEFT_SEC(5), 5000000000LL);
+    int64_t a = weft_now(), b = weft_now();
+    assert_true(a > 0 && b >= a);
+}
+
+typedef struct sleep_result {
+    weft_wg wg;
+    int64_t asked[50];
+    int64_t slept[50];
+} sleep_result;
+
+static void sleeper(void *arg)
+{
+    sleep_result *r = arg;
+    static _Atomic int next;
+    int i = atomic_fetch_add(&next, 1) % 50;
+    r->asked[i] = WEFT_US(100) * (i % 10 + 1);
+    int64_t start = weft_now();
+    CHECK(weft_sleep(r->asked[i]) == 0);
+    r->slept[i] = weft_now() - start;
+    weft_wg_done(&r->wg);
+}
+
+static void test_sleep_never_early(void **state)
+{
+    (void)state;
+    assert_int_equal(weft_init(NULL), 0);
+    sleep_result r = {0};
+    weft_wg_add(&r.wg, 50);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(weft_go(sleeper, &r), 0);
+    weft_wg_wait(&r.wg);
+    for (int i = 0; i < 50; i++) {
+        assert_true(r.slept[i] >= r.asked[i]);
+        /* Generous: the machine is shared, but a sleep must end. */
+        assert_true(r.slept[i] < r.asked[i] + WEFT_SEC(2));
+    }
+    assert_int_equal(weft_shutdown(), 0);
+    assert_no_check_failures();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_calls_before_init),
+        cmocka_unit_test(test_init_twice_and_restart),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_config_maxprocs),
+        cmocka_unit_test(test_bad_env_values),
+        cmocka_unit_test(test_spawn_from_plain_threads),
+        cmocka_unit_test(test_main_returns_result),
+        cmocka_unit_test(test_shutdown_abandons_coroutines),
+        cmocka_unit_test(test_error_names),
+        cmocka_unit_test(test_duration_macros),
+        cmocka_unit_test(test_sleep_never_early),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
