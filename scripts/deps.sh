@@ -12,7 +12,7 @@
 # Package names are Debian's (tested on Debian 12).
 set -euo pipefail
 
-# CMakeLists.txt asks for CMake 3.16, but the Makefile runs `ctest --test-dir`,
+# CMakeLists.txt requires CMake 3.16, but the Makefile runs `ctest --test-dir`,
 # which CMake 3.20 added.
 readonly MIN_CMAKE=3.20
 readonly MIN_LIBUV=1.30   # pkg_check_modules(LIBUV ... libuv>=1.30)
@@ -64,7 +64,7 @@ c_compiler_works() {
 }
 
 # Succeeds when dpkg reports the Debian package as installed. Used only when
-# pkg-config is missing and cannot answer for the libraries.
+# pkg-config is missing and so cannot check the libraries.
 deb_installed() {
     command -v dpkg-query >/dev/null 2>&1 &&
         [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]

@@ -482,12 +482,14 @@ top:
         } while (now_ns() - start < SPIN_NS);
     }
 
-    /* Go idle. */
+    /* Go idle. Once p is on the idle list a waker may pop it and write
+     * p->spinning, so the spinning state is taken out before that. */
+    bool was_spinning = p->spinning;
+    p->spinning = false;
     weft__lock_acquire(&weft__rt.lock);
     if (atomic_load(&weft__rt.gq_size) > 0) {
         weft__lock_release(&weft__rt.lock);
-        if (p->spinning)
-            stop_spinning(p);
+        p->spinning = was_spinning;
         goto top;
     }
     p->idle = true;
@@ -496,10 +498,8 @@ top:
     atomic_fetch_add(&weft__rt.npidle, 1);
     weft__lock_release(&weft__rt.lock);
 
-    if (p->spinning) {
-        p->spinning = false;
+    if (was_spinning)
         atomic_fetch_sub(&weft__rt.nmspinning, 1);
-    }
     /* The spinner half of the protocol: recheck after leaving the count. */
     if (any_work(p) || atomic_load(&weft__rt.stopping)) {
         bool removed = false;

@@ -1,0 +1,745 @@
+/*
+ * weft_bench: runs the same concurrency workloads on weft, on plain POSIX
+ * threads and, when the go tool is on PATH, on Go, then prints a table of
+ * medians and writes it as CSV.
+ *
+ * The driver never starts a runtime itself. Every measurement is a fresh
+ * child process: this executable run again as
+ * "weft_bench --child IMPL WORKLOAD COUNT", or the Go program in bench/go,
+ * built once per harness run with `go build`. A child runs one workload
+ * once and prints "result VALUE" on stdout. The driver kills a child that
+ * outlives --timeout and marks its cell FAIL. Separate processes keep one
+ * runtime's memory out of another's RSS reading, and every run starts
+ * cold: no warm-up, no cached stacks from an earlier run.
+ *
+ * Runs are interleaved (workload, then repetition, then implementation),
+ * so a burst of load from other users of the machine spreads over all
+ * implementations instead of landing on one.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+/* Set by bench/CMakeLists.txt. */
+#ifndef WEFT_BENCH_GO_SOURCE_DIR
+#error "WEFT_BENCH_GO_SOURCE_DIR must name the directory of the Go workloads"
+#endif
+#ifndef WEFT_BENCH_OUTPUT_DIR
+#error "WEFT_BENCH_OUTPUT_DIR must name the build directory of the harness"
+#endif
+
+#define MAX_REPS 50
+#define DEFAULT_TIMEOUT_S 120
+#define GO_BUILD_TIMEOUT_S 300
+
+enum impl { IMPL_WEFT, IMPL_PTHREADS, IMPL_GO, IMPL_COUNT };
+static const char *const impl_names[IMPL_COUNT] = { "weft", "pthreads", "go" };
+
+/* One line of the result table and the measurements behind it. */
+typedef struct row {
+    const char *label;              /* shown in the table and the CSV */
+    const char *workload;           /* passed to the child */
+    const char *unit;
+    int reps;
+    int64_t count[IMPL_COUNT];      /* passed to the child; 0: not run */
+    double scale[IMPL_COUNT];       /* multiplies each child result */
+    const char *note;               /* what differs between the columns */
+
+    double values[IMPL_COUNT][MAX_REPS];
+    int nvalues[IMPL_COUNT];
+    bool failed[IMPL_COUNT];
+} row;
+
+typedef struct options {
+    bool quick;
+    int reps;                 /* 0: the mode's default */
+    int timeout_s;
+    const char *csv_path;
+    const char *only;         /* comma-separated workloads, or NULL */
+    bool use_go;
+} options;
+
+/* ---- helpers shared with the workloads (bench.h) ------------------------ */
+
+int64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t bench_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        bench_fail("cannot open /proc/self/status: %s", strerror(errno));
+    char line[256];
+    long long kib = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %lld kB", &kib) == 1)
+            break;
+    }
+    fclose(f);
+    if (kib < 0)
+        bench_fail("VmRSS not found in /proc/self/status");
+    return kib;
+}
+
+int64_t skynet_expected_sum(int64_t leaves)
+{
+    return leaves * (leaves - 1) / 2;
+}
+
+void bench_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs("weft_bench: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(2);
+}
+
+/* ---- child mode ---------------------------------------------------------- */
+
+static bool parse_count(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Run one workload in this process and print its result for the driver. */
+static int child_main(int argc, char **argv)
+{
+    int64_t count;
+    if (argc != 5 || !parse_count(argv[4], &count))
+        bench_fail("usage: weft_bench --child weft|pthreads WORKLOAD COUNT");
+
+    double result;
+    if (strcmp(argv[2], "weft") == 0)
+        result = weft_workload_run(argv[3], count);
+    else if (strcmp(argv[2], "pthreads") == 0)
+        result = pthread_workload_run(argv[3], count);
+    else
+        bench_fail("unknown implementation \"%s\" (expected weft or pthreads)",
+                   argv[2]);
+    printf("result %.6f\n", result);
+    return 0;
+}
+
+/* ---- running child processes -------------------------------------------- */
+
+/* Run argv (in dir, when not NULL) with stdout captured into out, killing
+ * it after timeout_s seconds. stderr passes through. Returns true when the
+ * process exited with status 0; otherwise why describes the failure. */
+static bool run_process(char *const argv[], const char *dir, int timeout_s,
+                        char *out, size_t out_size, char *why, size_t why_size)
+{
+    int fds[2];
+    out[0] = '\0';
+    why[0] = '\0';
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        snprintf(why, why_size, "pipe failed: %s", strerror(errno));
+        return false;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(why, why_size, "fork failed: %s", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return false;
+    }
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        if (dir && chdir(dir) != 0) {
+            fprintf(stderr, "weft_bench: error: cannot enter %s: %s\n", dir,
+                    strerror(errno));
+            _exit(127);
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "weft_bench: error: cannot run %s: %s\n", argv[0],
+                strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+
+    /* Read until the child closes stdout or the deadline passes. */
+    int64_t deadline = bench_now_ns() + (int64_t)timeout_s * 1000000000;
+    size_t used = 0;
+    bool timed_out = false;
+    for (;;) {
+        int64_t left_ms = (deadline - bench_now_ns()) / 1000000;
+        if (left_ms <= 0) {
+            timed_out = true;
+            break;
+        }
+        struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
+        int ready = poll(&pfd, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0)
+            continue;
+        char chunk[512];
+        ssize_t n = read(fds[0], chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        size_t keep = (size_t)n;
+        if (keep > out_size - 1 - used)
+            keep = out_size - 1 - used;
+        memcpy(out + used, chunk, keep);
+        used += keep;
+        out[used] = '\0';
+    }
+    close(fds[0]);
+
+    /* A child may close stdout and keep running; the deadline still holds. */
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, timed_out ? 0 : WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR) {
+            snprintf(why, why_size, "waitpid failed: %s", strerror(errno));
+            return false;
+        }
+        if (r == 0 && bench_now_ns() >= deadline)
+            timed_out = true;
+        if (timed_out)
+            kill(pid, SIGKILL);
+        else
+            usleep(10000);
+    }
+
+    if (timed_out) {
+        snprintf(why, why_size, "timed out after %d s and was killed", timeout_s);
+        return false;
+    }
+    if (WIFSIGNALED(status)) {
+        snprintf(why, why_size, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+        return false;
+    }
+    if (WEXITSTATUS(status) != 0) {
+        snprintf(why, why_size, "exited with status %d", WEXITSTATUS(status));
+        return false;
+    }
+    return true;
+}
+
+/* Return the path of name in a PATH directory in buf, or NULL. */
+static const char *find_in_path(const char *name, char *buf, size_t size)
+{
+    const char *path = getenv("PATH");
+    if (!path)
+        return NULL;
+    while (*path) {
+        size_t len = strcspn(path, ":");
+        snprintf(buf, size, "%.*s/%s", (int)len, len ? path : ".", name);
+        struct stat st;
+        if (stat(buf, &st) == 0 && S_ISREG(st.st_mode) && access(buf, X_OK) == 0)
+            return buf;
+        path += len;
+        if (*path == ':')
+            path++;
+    }
+    return NULL;
+}
+
+/* ---- the Go side -------------------------------------------------------- */
+
+static char go_tool[PATH_MAX];
+static char go_binary[PATH_MAX];
+static char go_version[128];
+
+/* Build bench/go into the build directory. Returns false, with the reason
+ * printed, when Go runs are to be skipped. */
+static bool go_prepare(void)
+{
+    if (!find_in_path("go", go_tool, sizeof go_tool)) {
+        printf("go: go not found on PATH; skipping the Go runs\n");
+        return false;
+    }
+
+    char out[256], why[256];
+    char *version_argv[] = { go_tool, "version", NULL };
+    if (run_process(version_argv, NULL, 30, out, sizeof out, why, sizeof why))
+        snprintf(go_version, sizeof go_version, "%.*s",
+                 (int)strcspn(out, "\n"), out);
+
+    /* go build needs a cache directory; give it one in the build tree when
+     * the environment names none, as in minimal containers. */
+    if (!getenv("GOCACHE") && !getenv("XDG_CACHE_HOME") && !getenv("HOME"))
+        setenv("GOCACHE", WEFT_BENCH_OUTPUT_DIR "/go-cache", 1);
+
+    snprintf(go_binary, sizeof go_binary, "%s/weft_bench_go",
+             WEFT_BENCH_OUTPUT_DIR);
+    char *build_argv[] = { go_tool, "build", "-o", go_binary, ".", NULL };
+    printf("go: building %s with %s (%s)\n", go_binary, go_tool,
+           go_version[0] ? go_version : "unknown version");
+    if (!run_process(build_argv, WEFT_BENCH_GO_SOURCE_DIR, GO_BUILD_TIMEOUT_S,
+                     out, sizeof out, why, sizeof why)) {
+        printf("go: go build in %s %s; skipping the Go runs\n",
+               WEFT_BENCH_GO_SOURCE_DIR, why);
+        return false;
+    }
+    return true;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+static void row_set(row *r, const char *label, const char *workload,
+                    const char *unit, int reps, int64_t weft_count,
+                    int64_t pthread_count, int64_t go_count, const char *note)
+{
+    memset(r, 0, sizeof *r);
+    r->label = label;
+    r->workload = workload;
+    r->unit = unit;
+    r->reps = reps;
+    r->count[IMPL_WEFT] = weft_count;
+    r->count[IMPL_PTHREADS] = pthread_count;
+    r->count[IMPL_GO] = go_count;
+    for (int i = 0; i < IMPL_COUNT; i++)
+        r->scale[i] = 1.0;
+    r->note = note;
+}
+
+/* Counts per mode. Quick mode keeps the full counts where a run takes well
+ * under a second and cuts repetitions, the yield loop and the 1,000,000
+ * coroutine memory row instead. */
+static int rows_init(row *rows, const options *opt)
+{
+    int timing_reps = opt->reps ? opt->reps : opt->quick ? 3 : 5;
+    int memory_reps = opt->reps ? opt->reps : 3;
+    int64_t switches = opt->quick ? 2000000 : 10000000;
+    int64_t handoffs = opt->quick ? 50000 : 200000;
+    int n = 0;
+
+    row_set(&rows[n++], "spawn", "spawn", "ns/op", timing_reps,
+            1000000, 20000, 1000000,
+            "spawn: weft and Go run 1,000,000 tasks, pthreads creates and "
+            "joins 20,000 threads (64 KiB stacks); time per task.");
+    row_set(&rows[n++], "yield", "yield", "ns/switch", timing_reps,
+            switches, handoffs, switches,
+            "yield: weft_yield with maxprocs 1 and runtime.Gosched with "
+            "GOMAXPROCS=1; pthreads is a condition-variable ping-pong of two "
+            "threads pinned to one CPU.");
+    row_set(&rows[n], "skynet", "skynet", "ms", timing_reps,
+            1000000, 10000, 1000000,
+            "skynet: 1,000,000 leaves for weft and Go; pthreads runs 10,000 "
+            "leaves (11,111 threads) and its time is multiplied by 100. weft "
+            "uses a wait group and an atomic sum per node, Go uses channels, "
+            "pthreads uses pthread_join.");
+    rows[n++].scale[IMPL_PTHREADS] = 100.0;
+    row_set(&rows[n++], "memory 100k", "memory", "KiB/task", memory_reps,
+            100000, 10000, 100000,
+            "memory: VmRSS growth per parked task; weft parks on a wait "
+            "group, Go on a channel receive, pthreads runs 10,000 threads "
+            "with 64 KiB stacks on a condition variable. Kernel memory per "
+            "thread (kernel stack, task struct) is not in VmRSS.");
+    if (!opt->quick)
+        row_set(&rows[n++], "memory 1M", "memory", "KiB/task", memory_reps,
+                1000000, 10000, 1000000, NULL);
+
+    if (opt->only) {
+        int kept = 0;
+        for (int i = 0; i < n; i++) {
+            const char *p = strstr(opt->only, rows[i].workload);
+            size_t len = strlen(rows[i].workload);
+            bool listed = false;
+            while (p) {
+                bool starts = p == opt->only || p[-1] == ',';
+                bool ends = p[len] == '\0' || p[len] == ',';
+                if (starts && ends) {
+                    listed = true;
+                    break;
+                }
+                p = strstr(p + 1, rows[i].workload);
+            }
+            if (listed)
+                rows[kept++] = rows[i];
+        }
+        n = kept;
+    }
+    return n;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of the row's values for impl, or a negative value when there is
+ * none (not run, or failed). */
+static double row_median(const row *r, int impl)
+{
+    if (r->failed[impl] || r->nvalues[impl] == 0)
+        return -1.0;
+    double sorted[MAX_REPS];
+    int n = r->nvalues[impl];
+    memcpy(sorted, r->values[impl], (size_t)n * sizeof sorted[0]);
+    qsort(sorted, (size_t)n, sizeof sorted[0], compare_double);
+    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0;
+}
+
+/* Format a cell: the value, FAIL, or n/a when the column was not run. */
+static const char *cell_text(const row *r, int impl, char *buf, size_t size)
+{
+    if (r->failed[impl])
+        return "FAIL";
+    double m = row_median(r, impl);
+    if (m < 0)
+        return "n/a";
+    snprintf(buf, size, m >= 100 ? "%.0f" : m >= 10 ? "%.1f" : "%.2f", m);
+    return buf;
+}
+
+static const char *ratio_text(const row *r, int other, char *buf, size_t size)
+{
+    double weft = row_median(r, IMPL_WEFT);
+    double base = row_median(r, other);
+    if (weft < 0 || base <= 0)
+        return "n/a";
+    snprintf(buf, size, "%.2f", weft / base);
+    return buf;
+}
+
+static void print_table(const row *rows, int n)
+{
+    char a[32], b[32], c[32], d[32], e[32];
+    printf("\nMedians (ratio below 1: weft is faster or smaller)\n");
+    printf("%-12s %-10s %10s %10s %10s %14s %8s\n", "workload", "unit", "weft",
+           "pthreads", "go", "weft/pthreads", "weft/go");
+    for (int i = 0; i < n; i++) {
+        const row *r = &rows[i];
+        printf("%-12s %-10s %10s %10s %10s %14s %8s\n", r->label, r->unit,
+               cell_text(r, IMPL_WEFT, a, sizeof a),
+               cell_text(r, IMPL_PTHREADS, b, sizeof b),
+               cell_text(r, IMPL_GO, c, sizeof c),
+               ratio_text(r, IMPL_PTHREADS, d, sizeof d),
+               ratio_text(r, IMPL_GO, e, sizeof e));
+    }
+    printf("\nNotes:\n");
+    for (int i = 0; i < n; i++)
+        if (rows[i].note)
+            printf("  %s\n", rows[i].note);
+}
+
+static bool write_csv(const char *path, const row *rows, int n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "weft_bench: error: cannot write %s: %s\n", path,
+                strerror(errno));
+        return false;
+    }
+    fprintf(f, "workload,unit,weft,pthreads,go,weft_over_pthreads,weft_over_go,"
+               "runs,weft_count,pthreads_count,go_count\n");
+    for (int i = 0; i < n; i++) {
+        const row *r = &rows[i];
+        char a[32], b[32], c[32], d[32], e[32];
+        const char *cells[5] = {
+            cell_text(r, IMPL_WEFT, a, sizeof a),
+            cell_text(r, IMPL_PTHREADS, b, sizeof b),
+            cell_text(r, IMPL_GO, c, sizeof c),
+            ratio_text(r, IMPL_PTHREADS, d, sizeof d),
+            ratio_text(r, IMPL_GO, e, sizeof e),
+        };
+        fprintf(f, "%s,%s", r->label, r->unit);
+        for (int k = 0; k < 5; k++)
+            fprintf(f, ",%s", strcmp(cells[k], "n/a") == 0 ? "" : cells[k]);
+        fprintf(f, ",%d,%lld,%lld,%lld\n", r->reps,
+                (long long)r->count[IMPL_WEFT], (long long)r->count[IMPL_PTHREADS],
+                (long long)r->count[IMPL_GO]);
+    }
+    bool ok = fclose(f) == 0;
+    if (!ok)
+        fprintf(stderr, "weft_bench: error: cannot write %s: %s\n", path,
+                strerror(errno));
+    return ok;
+}
+
+/* ---- targets -------------------------------------------------------------- */
+
+static const row *row_find(const row *rows, int n, const char *label)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].label, label) == 0)
+            return &rows[i];
+    return NULL;
+}
+
+/* Print whether weft's median is at most limit; limit < 0 means the
+ * reference was not measured. */
+static void print_target(const char *goal, const row *r, double limit,
+                         const char *limit_source)
+{
+    printf("  %-46s ", goal);
+    double weft = r ? row_median(r, IMPL_WEFT) : -1.0;
+    if (weft < 0 || limit < 0) {
+        printf("not measured in this run\n");
+        return;
+    }
+    printf("%s: weft %.2f %s, limit %.2f (%s)\n", weft <= limit ? "met" : "MISSED",
+           weft, r->unit, limit, limit_source);
+}
+
+/* The project's goals, checked against this run's medians. Limits taken
+ * from Go use the Go median of the same run. */
+static void print_targets(const row *rows, int n)
+{
+    const row *spawn = row_find(rows, n, "spawn");
+    const row *yield = row_find(rows, n, "yield");
+    const row *skynet = row_find(rows, n, "skynet");
+    const row *memory = row_find(rows, n, "memory 1M");
+    double go_spawn = spawn ? row_median(spawn, IMPL_GO) : -1.0;
+    double go_skynet = skynet ? row_median(skynet, IMPL_GO) : -1.0;
+
+    printf("\nTargets:\n");
+    print_target("spawn+finish at most half of Go's time", spawn,
+                 go_spawn < 0 ? -1.0 : go_spawn / 2, "half of Go's median");
+    print_target("yield at most 20 ns per switch", yield, 20.0, "fixed");
+    print_target("skynet at most half of Go's time", skynet,
+                 go_skynet < 0 ? -1.0 : go_skynet / 2, "half of Go's median");
+    print_target("at most 4.5 KiB per idle coroutine at 1M live", memory, 4.5,
+                 "fixed");
+}
+
+/* ---- driver ---------------------------------------------------------------- */
+
+static void print_machine(const options *opt)
+{
+    struct utsname uts;
+    char model[128] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            char *colon = strchr(line, ':');
+            if (strncmp(line, "model name", 10) == 0 && colon) {
+                snprintf(model, sizeof model, "%.*s",
+                         (int)strcspn(colon + 2, "\n"), colon + 2);
+                break;
+            }
+        }
+        fclose(f);
+    }
+    uname(&uts);
+    const char *maxprocs = getenv("WEFT_MAXPROCS");
+    printf("weft_bench: %s mode\n", opt->quick ? "quick" : "full");
+    printf("machine: %ld CPUs online, %s, %s %s, compiled by gcc %s\n",
+           sysconf(_SC_NPROCESSORS_ONLN), model, uts.sysname, uts.release,
+           __VERSION__);
+    printf("weft maxprocs: %s%s (the yield workload always uses 1)\n",
+           maxprocs ? "WEFT_MAXPROCS=" : "default, every usable CPU",
+           maxprocs ? maxprocs : "");
+}
+
+/* Run one child for row r and implementation impl; record its value or the
+ * failure. */
+static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
+{
+    char count[32], out[512], why[256];
+    snprintf(count, sizeof count, "%lld", (long long)r->count[impl]);
+    char *child_argv[7];
+    if (impl == IMPL_GO) {
+        char *argv_go[] = { go_binary, "-workload", (char *)r->workload, "-n",
+                            count, NULL };
+        memcpy(child_argv, argv_go, sizeof argv_go);
+    } else {
+        char *argv_c[] = { (char *)self, "--child", (char *)impl_names[impl],
+                           (char *)r->workload, count, NULL };
+        memcpy(child_argv, argv_c, sizeof argv_c);
+    }
+
+    printf("%-12s %-9s run %d/%d  n=%-8s ", r->label, impl_names[impl], rep + 1,
+           r->reps, count);
+    fflush(stdout);
+    bool ok = run_process(child_argv, NULL, timeout_s, out, sizeof out, why,
+                          sizeof why);
+    const char *line = strstr(out, "result ");
+    double value = 0;
+    if (ok && (!line || sscanf(line, "result %lf", &value) != 1)) {
+        ok = false;
+        snprintf(why, sizeof why, "printed no result line");
+    }
+    if (!ok) {
+        char command[PATH_MAX + 128] = "";
+        for (int i = 0; child_argv[i]; i++)
+            snprintf(command + strlen(command), sizeof command - strlen(command),
+                     "%s%s", i ? " " : "", child_argv[i]);
+        const char *maxprocs = getenv("WEFT_MAXPROCS");
+        printf("FAILED: %s\n", why);
+        fprintf(stderr, "weft_bench: error: %s %s run %d %s; reproduce with: "
+                        "%s%s%s%s\n",
+                impl_names[impl], r->label, rep + 1, why,
+                maxprocs ? "WEFT_MAXPROCS=" : "", maxprocs ? maxprocs : "",
+                maxprocs ? " " : "", command);
+        r->failed[impl] = true;
+        return;
+    }
+    value *= r->scale[impl];
+    r->values[impl][r->nvalues[impl]++] = value;
+    printf("%10.2f %s\n", value, r->unit);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "usage: weft_bench [--quick] [--reps N] [--only LIST] [--csv PATH]\n"
+        "                  [--timeout SECONDS] [--no-go]\n"
+        "\n"
+        "Runs the spawn, yield, skynet and memory workloads on weft, POSIX\n"
+        "threads and Go (when go is on PATH), each run in a fresh process,\n"
+        "and prints the medians.\n"
+        "\n"
+        "  --quick          fewer repetitions, a shorter yield loop and no\n"
+        "                   1,000,000-coroutine memory row (about a minute)\n"
+        "  --reps N         runs per workload and implementation (1 to %d)\n"
+        "  --only LIST      comma-separated workloads: spawn,yield,skynet,memory\n"
+        "  --csv PATH       CSV output (default %s/results-quick.csv\n"
+        "                   or results-full.csv)\n"
+        "  --timeout S      kill a run after S seconds (default %d)\n"
+        "  --no-go          skip the Go runs even when go is on PATH\n",
+        MAX_REPS, WEFT_BENCH_OUTPUT_DIR, DEFAULT_TIMEOUT_S);
+}
+
+static bool parse_options(int argc, char **argv, options *opt)
+{
+    *opt = (options){ .timeout_s = DEFAULT_TIMEOUT_S, .use_go = true };
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t n;
+        if (strcmp(arg, "--quick") == 0) {
+            opt->quick = true;
+        } else if (strcmp(arg, "--no-go") == 0) {
+            opt->use_go = false;
+        } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (!value) {
+            fprintf(stderr, "weft_bench: error: unknown option or missing "
+                            "value: %s\n", arg);
+            return false;
+        } else if (strcmp(arg, "--reps") == 0) {
+            if (!parse_count(value, &n) || n > MAX_REPS) {
+                fprintf(stderr, "weft_bench: error: invalid --reps %s "
+                                "(expected 1 to %d)\n", value, MAX_REPS);
+                return false;
+            }
+            opt->reps = (int)n;
+            i++;
+        } else if (strcmp(arg, "--timeout") == 0) {
+            if (!parse_count(value, &n) || n > 3600) {
+                fprintf(stderr, "weft_bench: error: invalid --timeout %s "
+                                "(expected 1 to 3600 seconds)\n", value);
+                return false;
+            }
+            opt->timeout_s = (int)n;
+            i++;
+        } else if (strcmp(arg, "--csv") == 0) {
+            opt->csv_path = value;
+            i++;
+        } else if (strcmp(arg, "--only") == 0) {
+            opt->only = value;
+            i++;
+        } else {
+            fprintf(stderr, "weft_bench: error: unknown option %s\n", arg);
+            return false;
+        }
+    }
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "--child") == 0)
+        return child_main(argc, argv);
+
+    options opt;
+    if (!parse_options(argc, argv, &opt)) {
+        usage(stderr);
+        return 2;
+    }
+    char self[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0)
+        bench_fail("cannot resolve /proc/self/exe: %s", strerror(errno));
+    self[len] = '\0';
+
+    static row rows[8];
+    int nrows = rows_init(rows, &opt);
+    if (nrows == 0)
+        bench_fail("--only %s selects no workload (expected a comma-separated "
+                   "list of spawn, yield, skynet, memory)", opt.only);
+
+    print_machine(&opt);
+    bool go_ready = opt.use_go ? go_prepare() : false;
+    if (!opt.use_go)
+        printf("go: skipped (--no-go)\n");
+    printf("\n");
+
+    int64_t start = bench_now_ns();
+    for (int i = 0; i < nrows; i++) {
+        row *r = &rows[i];
+        if (!go_ready)
+            r->count[IMPL_GO] = 0;
+        for (int rep = 0; rep < r->reps; rep++) {
+            for (int impl = 0; impl < IMPL_COUNT; impl++) {
+                /* One failure is enough: later runs of the same cell would
+                 * only repeat it, or its timeout. */
+                if (r->count[impl] > 0 && !r->failed[impl])
+                    run_one(r, impl, rep, self, opt.timeout_s);
+            }
+        }
+    }
+    printf("\nall runs took %.1f s\n", (double)(bench_now_ns() - start) / 1e9);
+
+    print_table(rows, nrows);
+    print_targets(rows, nrows);
+
+    char default_csv[PATH_MAX];
+    snprintf(default_csv, sizeof default_csv, "%s/results-%s.csv",
+             WEFT_BENCH_OUTPUT_DIR, opt.quick ? "quick" : "full");
+    const char *csv = opt.csv_path ? opt.csv_path : default_csv;
+    bool csv_ok = write_csv(csv, rows, nrows);
+    if (csv_ok)
+        printf("\nCSV written to %s\n", csv);
+
+    bool any_failed = false;
+    for (int i = 0; i < nrows; i++)
+        for (int impl = 0; impl < IMPL_COUNT; impl++)
+            any_failed |= rows[i].failed[impl];
+    if (any_failed)
+        fprintf(stderr, "\nweft_bench: error: some runs FAILED; see the "
+                        "messages above\n");
+    return any_failed || !csv_ok ? 1 : 0;
+}
