@@ -73,8 +73,11 @@ typedef struct weft__gchunk {
 
 weft__sched weft__rt;
 
-static _Thread_local weft__p *tls_p;
-static _Thread_local weft__thread_parker tls_parker = {
+/* initial-exec: a plain load from the thread pointer, also in the shared
+ * library, which is linked at start-up rather than loaded with dlopen. */
+static _Thread_local weft__p *tls_p __attribute__((tls_model("initial-exec")));
+static _Thread_local weft__thread_parker tls_parker
+    __attribute__((tls_model("initial-exec"))) = {
     .base = { .kind = WEFT__PARKER_THREAD } };
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -217,8 +220,11 @@ static void runq_put(weft__p *p, weft__g *g, bool next)
         if (t - h < WEFT__RUNQ_SIZE) {
             atomic_store_explicit(&p->runq[t % WEFT__RUNQ_SIZE], g,
                                   memory_order_relaxed);
-            /* seq_cst: the submitter half of the spinning protocol. */
-            atomic_store(&p->runq_tail, t + 1);
+            /* Release pairs with the thieves' acquire load of tail. This
+             * need not be sequentially consistent: the owner is awake and
+             * will run g itself, so a wake it fails to send for g costs
+             * parallelism, never progress. See "Spinning". */
+            atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release);
             return;
         }
         if (runq_put_slow(p, g, h, t))
@@ -425,12 +431,13 @@ static weft__g *gq_take(weft__p *p, bool batch)
     return g;
 }
 
-/* Find the next G to run; sleeps when there is none. NULL when stopping. */
-static weft__g *find_runnable(weft__p *p)
+/* Take the next G from p's own queues or the global queue, without
+ * stealing or sleeping. NULL when there is none or the runtime stops.
+ * Owner only; runs on g0 or on the stack of a G that is switching away. */
+static weft__g *pick_local(weft__p *p)
 {
     weft__g *g;
 
-top:
     if (atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
         return NULL;
     p->schedtick++;
@@ -449,7 +456,19 @@ top:
     g = atomic_load_explicit(&p->runnext, memory_order_relaxed);
     if (g && atomic_compare_exchange_strong(&p->runnext, &g, NULL))
         return g;
-    if ((g = gq_take(p, true)))
+    return gq_take(p, true);
+}
+
+/* Find the next G to run; sleeps when there is none. NULL when stopping.
+ * Runs on g0. */
+static weft__g *find_runnable(weft__p *p)
+{
+    weft__g *g;
+
+top:
+    if (atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
+        return NULL;
+    if ((g = pick_local(p)))
         return g;
 
     /* Spin: limit spinners to half the busy Ps, as stealing from a P that
@@ -613,10 +632,21 @@ static uint64_t id_next(weft__p *p)
 
 /* ---- Switching ---------------------------------------------------------- */
 
+/*
+ * A G that stops running switches straight to the next runnable G of its P
+ * when there is one (one context switch), and to g0 otherwise; g0 then
+ * steals or sleeps. Either way it leaves p->post and p->post_g behind, and
+ * whoever runs next on p calls post_switch before anything else: the next
+ * G on resuming or starting, or g0 when its switch returns. So the post
+ * action (unlocking after a park, queueing a yielded G, freeing an exited
+ * G's stack) always runs once the old G's context is saved and its stack
+ * is no longer in use.
+ */
+
 static void g_entry(void *arg);
 
-/* Switch from g0 to g on p and carry out g's post action once it leaves. */
-static void execute(weft__p *p, weft__g *g)
+/* Make g the running G of p, starting its context on first use. */
+static void prepare_run(weft__p *p, weft__g *g)
 {
     if (!g->started) {
         g->stack = weft__stack_prefer_warm(&p->stacks, g->stack);
@@ -628,26 +658,23 @@ static void execute(weft__p *p, weft__g *g)
         g->started = true;
     }
     p->curg = g;
-    p->post = WEFT__POST_NONE;
     atomic_store_explicit(&g->state, WEFT__G_RUNNING, memory_order_relaxed);
     atomic_store_explicit(&p->st_switches,
                           atomic_load_explicit(&p->st_switches, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    errno_store(g->saved_errno);
+}
 
-#ifdef WEFT_ASAN
-    __sanitizer_start_switch_fiber(&p->g0_fake_stack, g->stack->lo, g->stack->size);
-#endif
-#ifdef WEFT_TSAN
-    __tsan_switch_to_fiber(g->tsan_fiber, 0);
-#endif
-    weft__ctx_switch(&p->g0_ctx, &g->ctx);
-#ifdef WEFT_ASAN
-    __sanitizer_finish_switch_fiber(p->g0_fake_stack, NULL, NULL);
-#endif
+/* Carry out the post action the previous G left on p. */
+static void post_switch(weft__p *p)
+{
+    int post = p->post;
+    weft__g *g = p->post_g;
+    p->post = WEFT__POST_NONE;
+    p->post_g = NULL;
 
-    p->curg = NULL;
-    switch (p->post) {
+    switch (post) {
+    case WEFT__POST_NONE:
+        break;
     case WEFT__POST_PARK:
         atomic_store_explicit(&g->state, WEFT__G_WAITING, memory_order_relaxed);
         atomic_store_explicit(&p->st_parks,
@@ -681,23 +708,64 @@ static void execute(weft__p *p, weft__g *g)
     }
 }
 
-/* Leave the running G for g0; returns when g is resumed, possibly on
- * another thread. p is the P the call starts on and is stale afterwards. */
-static void switch_to_g0(weft__p *p, weft__g *g, int post)
+/* Run g from g0 until control comes back to g0, then finish the post
+ * action of whichever G switched to g0. */
+static void execute(weft__p *p, weft__g *g)
 {
-    p->post = post;
-    g->saved_errno = errno_load();
+    prepare_run(p, g);
+    errno_store(g->saved_errno);
 #ifdef WEFT_ASAN
-    __sanitizer_start_switch_fiber(post == WEFT__POST_EXIT ? NULL : &g->asan_fake_stack,
-                                   p->g0_stack_lo, p->g0_stack_size);
+    __sanitizer_start_switch_fiber(&p->g0_fake_stack, g->stack->lo, g->stack->size);
 #endif
 #ifdef WEFT_TSAN
-    __tsan_switch_to_fiber(p->g0_fiber, 0);
+    __tsan_switch_to_fiber(g->tsan_fiber, 0);
 #endif
-    weft__ctx_switch(&g->ctx, &p->g0_ctx);
+    weft__ctx_switch(&p->g0_ctx, &g->ctx);
+#ifdef WEFT_ASAN
+    __sanitizer_finish_switch_fiber(p->g0_fake_stack, NULL, NULL);
+#endif
+    p->curg = NULL;
+    post_switch(p);
+}
+
+/* Stop running g, which is p's current G, leaving post for the next
+ * runner. Returns when g is resumed, possibly on another thread; p is stale
+ * then. A yield with nothing else to run returns at once. */
+static void switch_away(weft__p *p, weft__g *g, int post)
+{
+    weft__g *next = pick_local(p);
+    if (!next && post == WEFT__POST_YIELD &&
+        !atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
+        return;
+
+    p->post = post;
+    p->post_g = g;
+    g->saved_errno = errno_load();
+
+    weft__ctx *to;
+    if (next) {
+        prepare_run(p, next);
+        to = &next->ctx;
+    } else {
+        p->curg = NULL;
+        to = &p->g0_ctx;
+    }
+#ifdef WEFT_ASAN
+    __sanitizer_start_switch_fiber(post == WEFT__POST_EXIT ? NULL : &g->asan_fake_stack,
+                                   next ? (void *)next->stack->lo : p->g0_stack_lo,
+                                   next ? next->stack->size : p->g0_stack_size);
+#endif
+#ifdef WEFT_TSAN
+    __tsan_switch_to_fiber(next ? next->tsan_fiber : p->g0_fiber, 0);
+#endif
+    weft__ctx_switch(&g->ctx, to);
+
+    /* Resumed: possibly another P on another thread. */
 #ifdef WEFT_ASAN
     __sanitizer_finish_switch_fiber(g->asan_fake_stack, NULL, NULL);
 #endif
+    post_switch(weft__p_self());
+    errno_store(g->saved_errno);
 }
 
 static void g_entry(void *arg)
@@ -706,8 +774,10 @@ static void g_entry(void *arg)
 #ifdef WEFT_ASAN
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
+    post_switch(weft__p_self());
+    errno_store(0);
     g->fn(g->arg);
-    switch_to_g0(weft__p_self(), g, WEFT__POST_EXIT);
+    switch_away(weft__p_self(), g, WEFT__POST_EXIT);
     weft__fatal("exited coroutine %llu was resumed", (unsigned long long)g->id);
 }
 
@@ -721,7 +791,7 @@ void weft__park(weft__unlock_fn unlock, void *arg, int reason)
         g->wait_reason = (uint16_t)reason;
         p->post_fn = unlock;
         p->post_arg = arg;
-        switch_to_g0(p, g, WEFT__POST_PARK);
+        switch_away(p, g, WEFT__POST_PARK);
         g->wait_reason = WEFT__WAIT_NONE;
         return;
     }
@@ -831,7 +901,7 @@ void weft__sched_yield(void)
         sched_yield();
         return;
     }
-    switch_to_g0(p, p->curg, WEFT__POST_YIELD);
+    switch_away(p, p->curg, WEFT__POST_YIELD);
 }
 
 /* ---- P threads, init and shutdown -------------------------------------- */

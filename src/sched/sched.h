@@ -8,10 +8,11 @@
  *      thread (Go's M) bound to it for the runtime's whole life. A P's
  *      thread never blocks in the kernel on behalf of a coroutine (slow work
  *      goes to libuv's thread pool), so Ps never need to change threads.
- *   g0 the worker thread's own stack, where the scheduling loop runs. Every
- *      switch goes G -> g0 -> G: a coroutine that stops running leaves a
- *      "post action" (park, yield, exit) that g0 carries out once the
- *      coroutine's stack is no longer in use.
+ *   g0 the worker thread's own stack, where the scheduling loop runs. A
+ *      coroutine that stops running switches to the P's next runnable G,
+ *      or to g0 when there is none, and leaves a "post action" (park,
+ *      yield, exit) that the next runner carries out once the coroutine's
+ *      stack is no longer in use (see "Switching" in sched.c).
  *   parker  what blocking primitives wait with: a G, or a plain thread that
  *      calls the API from outside the runtime and blocks on a futex.
  *
@@ -118,7 +119,8 @@ typedef struct weft__p {
     uint32_t runnext_streak;     /* consecutive runnext picks */
     uint64_t rng;                /* xorshift state for victim order */
     weft__g *curg;               /* running G, NULL on g0 */
-    int post;                    /* enum weft__post */
+    int post;                    /* enum weft__post, left by post_g */
+    struct weft__g *post_g;      /* G that switched away last */
     weft__unlock_fn post_fn;
     void *post_arg;
     weft__ctx g0_ctx;
