@@ -8,6 +8,9 @@
  * and the default; a malformed config field makes weft_init fail with
  * WEFT_EINVAL, since the program itself passed it.
  *
+ * WEFT_DEBUG=guard=mprotect makes stack guards with mprotect even on
+ * kernels with MADV_GUARD_INSTALL, so the fallback stays tested.
+ *
  * Default maxprocs: the CPUs in this thread's affinity mask, lowered to the
  * cgroup v2 quota (cpu.max, rounded up) when one is set.
  *
@@ -156,6 +159,27 @@ static size_t env_stack_size(size_t fallback)
     return rounded;
 }
 
+/* Read the WEFT_DEBUG switches this file acts on. The variable is a
+ * comma-separated list of name=value pairs, like Go's GODEBUG; names it
+ * does not know are ignored, as GODEBUG ignores them. */
+static bool debug_guard_mprotect(void)
+{
+    const char *s = getenv("WEFT_DEBUG");
+    if (!s)
+        return false;
+    const char *key = "guard=mprotect";
+    size_t len = strlen(key);
+    while (*s) {
+        size_t item = strcspn(s, ",");
+        if (item == len && strncmp(s, key, len) == 0)
+            return true;
+        s += item;
+        if (*s == ',')
+            s++;
+    }
+    return false;
+}
+
 int weft_init(const weft_config *cfg)
 {
     int maxprocs = 0;
@@ -180,7 +204,7 @@ int weft_init(const weft_config *cfg)
         pthread_mutex_unlock(&life_lock);
         return WEFT_EINVAL;
     }
-    int err = weft__sched_init(maxprocs, stack_size);
+    int err = weft__sched_init(maxprocs, stack_size, debug_guard_mprotect());
     if (err) {
         pthread_mutex_unlock(&life_lock);
         return err;

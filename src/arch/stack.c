@@ -100,9 +100,10 @@ static weft__stack_class *class_find(size_t size)
     return c;
 }
 
-int weft__stacks_init(size_t default_size)
+int weft__stacks_init(size_t default_size, bool force_mprotect)
 {
     page_size = (size_t)sysconf(_SC_PAGESIZE);
+    guard_mode = force_mprotect ? 2 : 0;
     pthread_mutex_lock(&pool_lock);
     default_class = class_find(default_size);
     pthread_mutex_unlock(&pool_lock);

@@ -43,8 +43,10 @@ typedef struct weft__stack_cache {
 #define WEFT__STACK_MIN ((size_t)16 * 1024)
 #define WEFT__STACK_MAX ((size_t)1 << 30)
 
-/* Set the default stack size (already validated) and reset all state. */
-int weft__stacks_init(size_t default_size);
+/* Set the default stack size (already validated) and reset all state.
+ * force_mprotect makes guards with mprotect even where the kernel offers
+ * MADV_GUARD_INSTALL (WEFT_DEBUG=guard=mprotect, for testing). */
+int weft__stacks_init(size_t default_size, bool force_mprotect);
 /* Unmap every slab. No stack may be in use. */
 void weft__stacks_term(void);
 

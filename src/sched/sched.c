@@ -938,13 +938,13 @@ static void *p_main(void *arg)
     return NULL;
 }
 
-int weft__sched_init(int nprocs, size_t stack_size)
+int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect)
 {
     memset(&weft__rt, 0, sizeof weft__rt);
     weft__rt.nprocs = nprocs;
     weft__rt.stack_size = stack_size;
     atomic_store(&weft__rt.id_gen, 1);
-    int err = weft__stacks_init(stack_size);
+    int err = weft__stacks_init(stack_size, force_mprotect);
     if (err)
         return err;
     weft__rt.ps = calloc((size_t)nprocs, sizeof *weft__rt.ps);

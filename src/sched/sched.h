@@ -188,7 +188,7 @@ void weft__park(weft__unlock_fn unlock, void *arg, int reason);
 void weft__ready(weft__parker *parker);
 
 /* Scheduler set-up and tear-down, used by runtime.c. */
-int weft__sched_init(int nprocs, size_t stack_size);
+int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect);
 void weft__sched_stop(void);
 void weft__sched_term(void);
 int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
