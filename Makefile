@@ -1,6 +1,7 @@
 # Thin wrapper over CMake for the common tasks; run `make help` for the list.
-# Every target first runs scripts/deps.sh, which installs missing build
-# dependencies when run as root and otherwise prints the apt-get command.
+# The build, run, bench and test targets (and the sanitizer suites) first run
+# scripts/deps.sh, which installs missing build dependencies when run as root
+# and otherwise prints the apt-get command to run.
 
 BUILD_TYPE   ?= RelWithDebInfo
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
@@ -35,6 +36,9 @@ define configure_and_build
 	$(CMAKE) -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DWEFT_BUILD_TESTS=ON -DWEFT_BUILD_EXAMPLES=ON $(2) $(CMAKE_ARGS)
 	$(CMAKE) --build $(1) --parallel $(JOBS)
 endef
+
+# The make that `cmake --build` starts would otherwise print every directory change.
+MAKEFLAGS += --no-print-directory
 
 .DEFAULT_GOAL := help
 .PHONY: help deps deps-bench build run bench test asan tsan ucontext ci clean
