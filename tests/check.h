@@ -45,18 +45,30 @@ static inline void check_fail(const char *file, int line, const char *expr)
     } while (0)
 
 /* Sanitizer builds scale their largest counts down: gcc 12's ThreadSanitizer
- * tracks about 8,000 live threads and fibers, and both sanitizers are many
- * times slower. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define TEST_SANITIZED 1
-#define SCALE(n) ((n) / 100 > 0 ? (n) / 100 : 1)
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define TEST_SANITIZED 1
-#define SCALE(n) ((n) / 100 > 0 ? (n) / 100 : 1)
+ * tracks about 8,000 live threads and fibers and runs these tests about 20
+ * times slower; AddressSanitizer about 10 times. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
 #endif
 #endif
-#ifndef SCALE
+#if defined(__SANITIZE_THREAD__) && !defined(TEST_TSAN)
+#define TEST_TSAN 1
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(TEST_ASAN)
+#define TEST_ASAN 1
+#endif
+
+#if defined(TEST_TSAN)
+#define TEST_SANITIZED 1
+#define SCALE(n) ((n) / 20 > 0 ? (n) / 20 : 1)
+#elif defined(TEST_ASAN)
+#define TEST_SANITIZED 1
+#define SCALE(n) ((n) / 10 > 0 ? (n) / 10 : 1)
+#else
 #define TEST_SANITIZED 0
 #define SCALE(n) (n)
 #endif

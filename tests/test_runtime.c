@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -328,6 +329,35 @@ static void test_sleep_never_early(void **state)
     assert_no_check_failures();
 }
 
+static int64_t process_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void test_idle_runtime_uses_no_cpu(void **state)
+{
+    (void)state;
+    weft_config cfg = { .maxprocs = 2 };
+    assert_int_equal(weft_init(&cfg), 0);
+    /* Some work first, so every thread has run and gone idle. */
+    spawn_from_thread s = {0};
+    weft_wg_add(&s.wg, 100);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(weft_go(count_run, &s), 0);
+    weft_wg_wait(&s.wg);
+
+    /* This sleep is the measured interval, not a synchronisation. */
+    int64_t cpu = process_cpu_ns();
+    struct timespec half = { .tv_sec = 0, .tv_nsec = 500000000 };
+    nanosleep(&half, NULL);
+    cpu = process_cpu_ns() - cpu;
+    print_message("CPU used by an idle runtime in 500 ms: %.3f ms\n", cpu / 1e6);
+    assert_true(cpu < WEFT_MS(25));
+    assert_int_equal(weft_shutdown(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_duration_macros),
         cmocka_unit_test(test_sleep_never_early),
+        cmocka_unit_test(test_idle_runtime_uses_no_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
