@@ -4,8 +4,7 @@
  *
  * Finding work (find_runnable, run on g0 by each P's thread):
  *  1. Every 61st round, take one G from the global queue first, so a P busy
- *     with local work cannot starve it (61 is prime, as in Go, so the check
- *     does not fall into step with a program's own periodic patterns).
+ *     with local work cannot starve it (GLOBAL_CHECK_ROUNDS).
  *  2. runnext, unless it has been picked RUNNEXT_STREAK times in a row (two
  *     coroutines handing off to each other would otherwise starve the local
  *     queue, since there is no preemption); then the local queue; then a
@@ -52,6 +51,10 @@
 #include "../sanitizer.h"
 #include "lock.h"
 
+/* Scheduling rounds between looks at the global queue ahead of local
+ * work. 61 is prime, as in Go, so the check does not fall into step with a
+ * program's own periodic patterns. */
+#define GLOBAL_CHECK_ROUNDS 61u
 /* Consecutive runnext picks before the local queue head gets a turn. */
 #define RUNNEXT_STREAK 32u
 /* How long an idle P keeps looking for work before sleeping. A futex wake
@@ -98,21 +101,6 @@ NO_IPA static void p_self_set(weft__p *p)
 {
     __asm__ volatile("" ::: "memory");
     tls_p = p;
-}
-
-/* errno is thread-local too: glibc declares __errno_location const, so
- * after inlining (link-time optimisation included) a caller could reuse the
- * errno address of the thread it ran on before a switch. */
-NO_IPA static int errno_load(void)
-{
-    __asm__ volatile("" ::: "memory");
-    return errno;
-}
-
-NO_IPA static void errno_store(int value)
-{
-    __asm__ volatile("" ::: "memory");
-    errno = value;
 }
 
 NO_IPA static weft__thread_parker *thread_parker_self(void)
@@ -257,6 +245,18 @@ static bool runq_put_slow(weft__p *p, weft__g *g, uint32_t h, uint32_t t)
 /* Pop from p's local queue head. Owner only. */
 static weft__g *runq_get(weft__p *p)
 {
+    if (weft__rt.nprocs == 1) {
+        /* No other P exists to steal, so the owner is the only consumer
+         * and needs no compare-and-swap. */
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_relaxed);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
+        if (t == h)
+            return NULL;
+        weft__g *g = atomic_load_explicit(&p->runq[h % WEFT__RUNQ_SIZE],
+                                          memory_order_relaxed);
+        atomic_store_explicit(&p->runq_head, h + 1, memory_order_relaxed);
+        return g;
+    }
     for (;;) {
         uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
         uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
@@ -440,9 +440,11 @@ static weft__g *pick_local(weft__p *p)
 
     if (atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
         return NULL;
-    p->schedtick++;
-    if (p->schedtick % 61 == 0 && (g = gq_take(p, false)))
-        return g;
+    if (--p->global_countdown == 0) {
+        p->global_countdown = GLOBAL_CHECK_ROUNDS;
+        if ((g = gq_take(p, false)))
+            return g;
+    }
 
     g = atomic_load_explicit(&p->runnext, memory_order_relaxed);
     if (g && p->runnext_streak < RUNNEXT_STREAK &&
@@ -713,7 +715,7 @@ static void post_switch(weft__p *p)
 static void execute(weft__p *p, weft__g *g)
 {
     prepare_run(p, g);
-    errno_store(g->saved_errno);
+    *p->errno_ptr = g->saved_errno;
 #ifdef WEFT_ASAN
     __sanitizer_start_switch_fiber(&p->g0_fake_stack, g->stack->lo, g->stack->size);
 #endif
@@ -740,7 +742,7 @@ static void switch_away(weft__p *p, weft__g *g, int post)
 
     p->post = post;
     p->post_g = g;
-    g->saved_errno = errno_load();
+    g->saved_errno = *p->errno_ptr;
 
     weft__ctx *to;
     if (next) {
@@ -764,8 +766,9 @@ static void switch_away(weft__p *p, weft__g *g, int post)
 #ifdef WEFT_ASAN
     __sanitizer_finish_switch_fiber(g->asan_fake_stack, NULL, NULL);
 #endif
-    post_switch(weft__p_self());
-    errno_store(g->saved_errno);
+    p = weft__p_self();
+    post_switch(p);
+    *p->errno_ptr = g->saved_errno;
 }
 
 static void g_entry(void *arg)
@@ -774,8 +777,9 @@ static void g_entry(void *arg)
 #ifdef WEFT_ASAN
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
-    post_switch(weft__p_self());
-    errno_store(0);
+    weft__p *p = weft__p_self();
+    post_switch(p);
+    *p->errno_ptr = 0;
     g->fn(g->arg);
     switch_away(weft__p_self(), g, WEFT__POST_EXIT);
     weft__fatal("exited coroutine %llu was resumed", (unsigned long long)g->id);
@@ -910,6 +914,11 @@ static void *p_main(void *arg)
 {
     weft__p *p = arg;
     p_self_set(p);
+    /* errno is thread-local: this thread's errno is saved and restored
+     * through this pointer, taken once here, because glibc declares
+     * __errno_location const and a compiler may reuse its result from
+     * before a switch, after which a coroutine can be on another thread. */
+    p->errno_ptr = &errno;
 
 #ifdef WEFT_ASAN
     pthread_attr_t attr;
@@ -965,6 +974,7 @@ int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect)
         seed ^= seed >> 7;
         seed ^= seed << 17;
         p->rng = seed | 1;
+        p->global_countdown = GLOBAL_CHECK_ROUNDS;
         weft__rt.ps[i] = p;
     }
     atomic_store(&weft__rt.running, 1);

@@ -115,7 +115,7 @@ typedef struct weft__p {
 
     /* Owner only. */
     int id;
-    uint32_t schedtick;          /* scheduling rounds */
+    uint32_t global_countdown;   /* rounds left before the global queue goes first */
     uint32_t runnext_streak;     /* consecutive runnext picks */
     uint64_t rng;                /* xorshift state for victim order */
     weft__g *curg;               /* running G, NULL on g0 */
@@ -124,6 +124,7 @@ typedef struct weft__p {
     weft__unlock_fn post_fn;
     void *post_arg;
     weft__ctx g0_ctx;
+    int *errno_ptr;              /* this P's thread's errno; fixed */
     weft__g *gfree;              /* free G records */
     uint32_t ngfree;
     uint64_t id_next;            /* batch of coroutine ids */
