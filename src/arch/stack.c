@@ -4,9 +4,10 @@
  * Algorithm:
  *  1. A size class exists for each distinct usable size; the default size
  *     has one from the start. A slab of a class is one mmap of about
- *     64 MiB holding slots of (guard page + usable size); its guard pages
- *     are installed once, when the slab is made, and stay for its lifetime
- *     (MADV_DONTNEED keeps guards installed by MADV_GUARD_INSTALL).
+ *     64 MiB holding slots of (guard page + usable size). A guard page is
+ *     installed once and stays for the slab's lifetime (MADV_DONTNEED keeps
+ *     guards installed by MADV_GUARD_INSTALL): with mprotect when the slab
+ *     is made, with MADV_GUARD_INSTALL when its stack first runs.
  *  2. weft__stack_get takes from the P's cache (cold first: the stack is
  *     only a reservation until the coroutine runs), then from the class's
  *     shared pool in batches, then from a new slab.
@@ -170,9 +171,26 @@ static int slab_grow(weft__stack_class *c)
     }
     /* Huge pages would commit 2 MiB where a stack touches 4 KiB. */
     madvise(base, bytes, MADV_NOHUGEPAGE);
-    for (size_t i = 0; i < n; i++) {
+    /* With MADV_GUARD_INSTALL (probed on the first slab), a guard is
+     * installed when its stack is first run: most reservations of a burst
+     * of spawns are traded for warm stacks and never run, and an install
+     * costs a system call (about 1.5 us here). mprotect guards are made
+     * now instead, because they use up mappings, and running out must
+     * show as WEFT_ENOMEM from weft_go rather than later. */
+    bool probed = false;
+    if (guard_mode == 0) {
+        if (guard_install(base) != 0) {
+            munmap(base, bytes);
+            free(s);
+            free(descs);
+            return -ENOMEM;
+        }
+        probed = true;
+    }
+    bool lazy = guard_mode == 1;
+    for (size_t i = 0; i < n && !lazy; i++) {
         if (guard_install(base + i * slot) != 0) {
-            /* Out of mappings (mprotect) or memory: give the slab back. */
+            /* Out of mappings or memory: give the slab back. */
             munmap(base, bytes);
             free(s);
             free(descs);
@@ -190,6 +208,7 @@ static int slab_grow(weft__stack_class *c)
         d->size = c->size;
         d->cls = c;
         d->touched = false;
+        d->guarded = !lazy || (probed && i == 0);
         d->next = c->cold;
         c->cold = d;
         c->ncold++;
@@ -345,6 +364,11 @@ weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s)
         cache->nwarm--;
         weft__stack_put(cache, s);
         s = w;
+    }
+    if (!s->guarded) {
+        if (guard_install(s->lo - page_size) != 0)
+            weft__stack_guard_failed(s->lo - page_size);
+        s->guarded = true;
     }
     s->touched = true;
     weft__asan_unpoison(s->lo, s->size);

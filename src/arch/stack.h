@@ -30,6 +30,7 @@ typedef struct weft__stack {
     size_t size;               /* usable bytes, a multiple of the page size */
     weft__stack_class *cls;    /* size class; fixed */
     bool touched;              /* a coroutine has run on it since last DONTNEED */
+    bool guarded;              /* its guard page is installed */
 } weft__stack;
 
 /* Per-P cache of default-size stacks, touched only by the P's owner. */
@@ -66,6 +67,10 @@ void weft__stack_put(weft__stack_cache *cache, weft__stack *s);
  * warm stack of the same size, swap them. Returns the stack to run on,
  * marked touched. */
 weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s);
+
+/* Report that a guard page could not be installed, and abort. Defined by
+ * the scheduler, which knows how to print a fatal error. */
+_Noreturn void weft__stack_guard_failed(void *guard);
 
 /* Move every cached stack to the shared pool. */
 void weft__stack_cache_drain(weft__stack_cache *cache);

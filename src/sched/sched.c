@@ -61,6 +61,9 @@
  * on another CPU costs 25-35 us on small virtual machines, so spinning for
  * a comparable time avoids most of them while keeping idle CPU use low. */
 #define SPIN_NS 20000
+/* Local queue length at which a spawning coroutine yields; see
+ * weft__sched_spawn. */
+#define SPAWN_YIELD_QUEUE (WEFT__RUNQ_SIZE * 3 / 4)
 /* G records allocated at once. */
 #define GCHUNK_SIZE 256
 /* Per-P free G records before half move to the shared list. */
@@ -140,6 +143,12 @@ void weft__fatal(const char *fmt, ...)
     fputc('\n', stderr);
     fflush(stderr);
     abort();
+}
+
+void weft__stack_guard_failed(void *guard)
+{
+    weft__fatal("cannot install the guard page at %p below a coroutine stack: "
+                "out of memory", guard);
 }
 
 static inline int64_t now_ns(void)
@@ -895,6 +904,20 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
         atomic_fetch_add_explicit(&weft__rt.global_pushes, 1, memory_order_relaxed);
     }
     wake_if_needed();
+
+    /* A coroutine that spawns in a loop would fill the local queue and
+     * then push half of it to the global queue again and again: a burst of
+     * a million spawns would hold a million records and stack reservations,
+     * none of them in cache when it finally runs. So once the queue is
+     * three-quarters full the spawner yields, and the P runs the queued
+     * coroutines while their records are still hot. The spawner is only
+     * delayed, as a preempted goroutine would be. */
+    if (p && p->curg) {
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_relaxed);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
+        if (t - h >= SPAWN_YIELD_QUEUE)
+            switch_away(p, p->curg, WEFT__POST_YIELD);
+    }
     return 0;
 }
 
