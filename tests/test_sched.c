@@ -165,7 +165,7 @@ static void test_no_lost_wakeup_thread_to_coroutine(void **state)
     (void)state;
     weft_config cfg = { .maxprocs = 2 };
     assert_int_equal(weft_init(&cfg), 0);
-    pingpong pp = { .rounds = SCALE(200000) };
+    pingpong pp = { .rounds = SCALE(1000000) };
     weft_wg_add(&pp.wg, 1);
     assert_int_equal(weft_go(ponger, &pp), 0);
     for (long i = 0; i < pp.rounds; i++) {
