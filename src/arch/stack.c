@@ -172,11 +172,11 @@ static int slab_grow(weft__stack_class *c)
     /* Huge pages would commit 2 MiB where a stack touches 4 KiB. */
     madvise(base, bytes, MADV_NOHUGEPAGE);
     /* With MADV_GUARD_INSTALL (probed on the first slab), a guard is
-     * installed when its stack is first run: most reservations of a burst
-     * of spawns are traded for warm stacks and never run, and an install
-     * costs a system call (about 1.5 us here). mprotect guards are made
-     * now instead, because they use up mappings, and running out must
-     * show as WEFT_ENOMEM from weft_go rather than later. */
+     * installed when its stack first runs. Most reservations of a burst of
+     * spawns are traded for warm stacks and never run, and an install is a
+     * system call (about 1.5 us on the development machine). mprotect
+     * guards are made now instead, because they use up mappings, and
+     * running out must show as WEFT_ENOMEM from weft_go, not later. */
     bool probed = false;
     if (guard_mode == 0) {
         if (guard_install(base) != 0) {

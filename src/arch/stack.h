@@ -3,10 +3,10 @@
  *
  * Stacks are carved from large anonymous mappings ("slabs") reserved with
  * MAP_NORESERVE, so a stack costs address space until its pages are
- * touched. Each slot is a guard page followed by the usable stack; the
- * guard is installed with madvise(MADV_GUARD_INSTALL) where the kernel has
- * it (Linux 6.13 and later), which adds no mapping, and with mprotect
- * elsewhere, which splits the mapping in two for every stack.
+ * touched. Each slot is a guard page followed by the usable stack. The
+ * guard comes from madvise(MADV_GUARD_INSTALL) where the kernel has it
+ * (Linux 6.13 and later), which adds no mapping. Elsewhere it comes from
+ * mprotect, which splits the mapping in two for every stack.
  *
  * Free stacks are "warm" (their pages were touched and are still resident)
  * or "cold" (never touched, or given back to the kernel with
@@ -25,7 +25,7 @@ typedef struct weft__stack_class weft__stack_class;
 /* One stack slot. The descriptor lives outside the stack, so handing out a
  * cold stack does not touch its memory. */
 typedef struct weft__stack {
-    struct weft__stack *next;  /* free-list link, owned by whoever holds it */
+    struct weft__stack *next;  /* free-list link, used by the list's owner */
     char *lo;                  /* lowest usable byte, just above the guard */
     size_t size;               /* usable bytes, a multiple of the page size */
     weft__stack_class *cls;    /* size class; fixed */
@@ -63,13 +63,13 @@ weft__stack *weft__stack_get(weft__stack_cache *cache, size_t size);
 /* Return a stack. cache may be NULL. */
 void weft__stack_put(weft__stack_cache *cache, weft__stack *s);
 
-/* Before a coroutine first runs on s: if s is untouched and cache holds a
- * warm stack of the same size, swap them. Returns the stack to run on,
- * marked touched. */
+/* Prepare s for a coroutine's first run: trade an untouched s for a warm
+ * stack of the same size from cache when there is one, and install its
+ * guard if needed. Returns the stack to run on, marked touched. */
 weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s);
 
-/* Report that a guard page could not be installed, and abort. Defined by
- * the scheduler, which knows how to print a fatal error. */
+/* Report that a guard page could not be installed, and abort. Defined in
+ * the scheduler, next to weft__fatal. */
 _Noreturn void weft__stack_guard_failed(void *guard);
 
 /* Move every cached stack to the shared pool. */

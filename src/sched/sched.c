@@ -5,10 +5,10 @@
  * Finding work (find_runnable, run on g0 by each P's thread):
  *  1. Every 61st round, take one G from the global queue first, so a P busy
  *     with local work cannot starve it (GLOBAL_CHECK_ROUNDS).
- *  2. runnext, unless it has been picked RUNNEXT_STREAK times in a row (two
- *     coroutines handing off to each other would otherwise starve the local
- *     queue, since there is no preemption); then the local queue; then a
- *     batch from the global queue.
+ *  2. runnext, then the local queue, then a batch from the global queue.
+ *     runnext is skipped after RUNNEXT_STREAK picks in a row, because two
+ *     coroutines handing off to each other would otherwise starve the
+ *     local queue when there is no preemption.
  *  3. Become a spinning P (if fewer than half of the busy Ps already spin)
  *     and steal half of another P's queue, victims in random order, for up
  *     to SPIN_NS. runnext is stolen only on the last pass of a round.
@@ -645,10 +645,10 @@ static uint64_t id_next(weft__p *p)
 
 /*
  * A G that stops running switches straight to the next runnable G of its P
- * when there is one (one context switch), and to g0 otherwise; g0 then
- * steals or sleeps. Either way it leaves p->post and p->post_g behind, and
- * whoever runs next on p calls post_switch before anything else: the next
- * G on resuming or starting, or g0 when its switch returns. So the post
+ * when there is one (one context switch), and to g0 otherwise. g0 then
+ * steals or sleeps. Either way the G leaves p->post and p->post_g behind.
+ * The next runner on p calls post_switch before anything else: the next G
+ * when it resumes or starts, or g0 when its switch returns. So the post
  * action (unlocking after a park, queueing a yielded G, freeing an exited
  * G's stack) always runs once the old G's context is saved and its stack
  * is no longer in use.
@@ -823,9 +823,9 @@ void weft__ready(weft__parker *parker)
     if (parker->kind == WEFT__PARKER_THREAD) {
         weft__thread_parker *tp = (weft__thread_parker *)parker;
         atomic_store_explicit(&tp->woken, 1, memory_order_release);
-        /* The thread may have returned already; the futex word lives in its
-         * thread-local storage for as long as the thread does, and a stray
-         * wake of a later park is harmless (it rechecks woken). */
+        /* The thread may have returned already. Its futex word lives as long
+         * as the thread does, and a stray wake of a later park is harmless
+         * because that park rechecks woken. */
         weft__futex_wake(&tp->woken, 1);
         return;
     }
@@ -906,12 +906,12 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
     wake_if_needed();
 
     /* A coroutine that spawns in a loop would fill the local queue and
-     * then push half of it to the global queue again and again: a burst of
-     * a million spawns would hold a million records and stack reservations,
-     * none of them in cache when it finally runs. So once the queue is
-     * three-quarters full the spawner yields, and the P runs the queued
-     * coroutines while their records are still hot. The spawner is only
-     * delayed, as a preempted goroutine would be. */
+     * then push half of it to the global queue again and again. A burst of
+     * a million spawns would then hold a million records and stack
+     * reservations, none of them in cache by the time it runs. So once the
+     * queue is three-quarters full the spawner yields, and the P runs the
+     * queued coroutines while their records are still hot. The spawner is
+     * only delayed, as a preempted goroutine would be. */
     if (p && p->curg) {
         uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_relaxed);
         uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
@@ -937,10 +937,10 @@ static void *p_main(void *arg)
 {
     weft__p *p = arg;
     p_self_set(p);
-    /* errno is thread-local: this thread's errno is saved and restored
-     * through this pointer, taken once here, because glibc declares
-     * __errno_location const and a compiler may reuse its result from
-     * before a switch, after which a coroutine can be on another thread. */
+    /* Switches save and restore errno through this pointer, taken once
+     * per thread. glibc declares __errno_location const, so a compiler may
+     * reuse its result from before a switch, and by then a coroutine can
+     * be on another thread. */
     p->errno_ptr = &errno;
 
 #ifdef WEFT_ASAN

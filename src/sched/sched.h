@@ -5,9 +5,10 @@
  * Vocabulary:
  *   G  a coroutine: a function with its own stack and saved context.
  *   P  a processor slot: a local run queue, caches, and the one worker
- *      thread (Go's M) bound to it for the runtime's whole life. A P's
- *      thread never blocks in the kernel on behalf of a coroutine (slow work
- *      goes to libuv's thread pool), so Ps never need to change threads.
+ *      thread (Go's M) bound to it for the runtime's whole life. The
+ *      runtime's own blocking work goes to libuv's thread pool, so Ps never
+ *      change threads. NOTE: a coroutine that makes a blocking system call
+ *      itself blocks its P's thread until the call returns.
  *   g0 the worker thread's own stack, where the scheduling loop runs. A
  *      coroutine that stops running switches to the P's next runnable G,
  *      or to g0 when there is none, and leaves a "post action" (park,
@@ -86,7 +87,7 @@ typedef struct weft__g {
     weft__fpenv fpenv;          /* spawner's floating-point state */
     /* Owned by whichever P runs or queues the G. */
     _Atomic uint32_t state;     /* enum weft__g_state */
-    bool started;               /* ctx holds a real context */
+    bool started;               /* ctx contains a real context */
     struct weft__g *next;       /* global queue or free-list link */
     weft__stack *stack;         /* reserved at spawn; swapped at first run */
     weft__ctx ctx;
