@@ -5,8 +5,8 @@
  * Configuration precedence, per setting: a non-zero weft_config field, then
  * the environment variable (WEFT_MAXPROCS, WEFT_STACK_SIZE), then the
  * default. A malformed environment value gets a one-line warning on stderr
- * and the default; a malformed config field makes weft_init fail with
- * WEFT_EINVAL, since the program itself passed it.
+ * and the default. A malformed config field makes weft_init fail with
+ * WEFT_EINVAL, because the program itself passed it.
  *
  * WEFT_DEBUG=guard=mprotect makes stack guards with mprotect even on
  * kernels with MADV_GUARD_INSTALL, so the fallback stays tested.

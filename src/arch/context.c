@@ -3,8 +3,8 @@
  * ucontext backend.
  *
  * The assembly backends (switch_x86_64.S, switch_aarch64.S) restore a fixed
- * frame from the saved stack pointer; weft__ctx_make writes that frame at
- * the top of a fresh stack so the first switch "returns" into
+ * frame from the saved stack pointer. weft__ctx_make writes that frame at
+ * the top of a fresh stack, so the first switch "returns" into
  * weft__ctx_start, which calls entry(arg). The layouts here and in the .S
  * files must match; each .S file draws its frame in its opening comment.
  */

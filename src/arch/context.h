@@ -5,8 +5,8 @@
  * scheduling loop) leaves behind when it switches away: its stack pointer,
  * with the callee-saved registers and the floating-point control state
  * pushed on its own stack. weft__ctx_switch saves the running context into
- * one struct and resumes another; nothing else is preserved, because the C
- * calling convention lets every other register be clobbered by a call.
+ * one struct and resumes another. Nothing else is preserved, because the C
+ * calling convention lets a call clobber every other register.
  *
  * Backends: hand-written assembly for x86-64 (System V) and AArch64, and a
  * ucontext fallback for other targets (selectable on any target with

@@ -36,7 +36,8 @@ void weft__lock_acquire_slow(_Atomic uint32_t *word)
             return;
         weft__cpu_relax();
     }
-    /* Mark the word contended; whoever we displace re-marks it. */
+    /* Mark the word contended. A waker that finds 2 wakes one sleeper,
+     * which marks the word again when it takes the lock. */
     while (atomic_exchange_explicit(word, 2, memory_order_acquire) != 0)
         weft__futex_wait(word, 2);
 }

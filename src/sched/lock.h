@@ -3,8 +3,8 @@
  *
  * weft__lock is the runtime's own short-hold lock (the run-queue overflow
  * list, wait-group waiter lists and the like). It is a 32-bit word: 0 free,
- * 1 held, 2 held with sleepers; lock spins briefly and then sleeps on the
- * futex, unlock wakes one sleeper only when the word said 2. Holders never
+ * 1 held, 2 held with sleepers. Lock spins briefly and then sleeps on the
+ * futex. Unlock wakes one sleeper only when the word was 2. Holders never
  * park or call user code, so a coroutine holding it keeps its thread for a
  * few hundred nanoseconds at most.
  */

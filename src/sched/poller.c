@@ -7,8 +7,8 @@
  *
  * Sleep timers: a binary min-heap of (deadline, parker) ordered by deadline,
  * guarded by heap_lock. A sleeper inserts its entry, which lives on its own
- * stack, and parks; the unlock step releases heap_lock and, when the entry
- * became the earliest, wakes the loop so it re-arms. The loop arms one
+ * stack, and parks. The unlock step releases heap_lock. When the entry is
+ * the new earliest, the unlock step also wakes the loop so it re-arms. The loop arms one
  * timerfd (CLOCK_MONOTONIC, absolute, nanosecond resolution) at the
  * earliest deadline and watches it with uv_poll; on expiry it pops every
  * entry whose deadline has passed on the weft_now clock and makes each

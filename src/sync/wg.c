@@ -51,7 +51,7 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
     if (count > 0 || waiters == 0)
         return;
 
-    /* Counter is zero with waiters: this round is over. A waiter that sees
+    /* Counter is zero with waiters: this round is over. A waiter that reads
      * zero does not register, so the word can only have changed if another
      * add started a new round concurrently, which Go also rejects. */
     if (!atomic_compare_exchange_strong(WG_STATE(wg), &s, 0))
