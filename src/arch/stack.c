@@ -30,6 +30,7 @@
 #include "stack.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,10 @@ static weft__stack_class *classes;    /* guarded by pool_lock */
 static weft__stack_class *default_class;
 static slab *slabs;                   /* guarded by pool_lock */
 static size_t page_size;
-static int guard_mode;                /* 0 unknown, 1 madvise, 2 mprotect */
+enum { GUARD_UNKNOWN = 0, GUARD_MADVISE = 1, GUARD_MPROTECT = 2 };
+/* Set once, by the first slab (under pool_lock) or by weft__stacks_init;
+ * read without the lock by lazy installs, hence atomic. */
+static _Atomic int guard_mode;
 static int64_t cached_total;          /* guarded by pool_lock: pool stacks */
 
 size_t weft__stack_round(size_t size)
@@ -104,7 +108,7 @@ static weft__stack_class *class_find(size_t size)
 int weft__stacks_init(size_t default_size, bool force_mprotect)
 {
     page_size = (size_t)sysconf(_SC_PAGESIZE);
-    guard_mode = force_mprotect ? 2 : 0;
+    atomic_store(&guard_mode, force_mprotect ? GUARD_MPROTECT : GUARD_UNKNOWN);
     pthread_mutex_lock(&pool_lock);
     default_class = class_find(default_size);
     pthread_mutex_unlock(&pool_lock);
@@ -134,14 +138,16 @@ void weft__stacks_term(void)
 
 static int guard_install(char *page)
 {
-    if (guard_mode != 2) {
+    int mode = atomic_load_explicit(&guard_mode, memory_order_relaxed);
+    if (mode != GUARD_MPROTECT) {
         if (madvise(page, page_size, MADV_GUARD_INSTALL) == 0) {
-            guard_mode = 1;
+            if (mode == GUARD_UNKNOWN)
+                atomic_store(&guard_mode, GUARD_MADVISE);
             return 0;
         }
-        if (guard_mode == 1)
+        if (mode == GUARD_MADVISE)
             return -1;
-        guard_mode = 2;    /* older kernel: EINVAL */
+        atomic_store(&guard_mode, GUARD_MPROTECT); /* older kernel: EINVAL */
     }
     return mprotect(page, page_size, PROT_NONE);
 }
@@ -178,7 +184,7 @@ static int slab_grow(weft__stack_class *c)
      * guards are made now instead, because they use up mappings, and
      * running out must show as WEFT_ENOMEM from weft_go, not later. */
     bool probed = false;
-    if (guard_mode == 0) {
+    if (atomic_load(&guard_mode) == GUARD_UNKNOWN) {
         if (guard_install(base) != 0) {
             munmap(base, bytes);
             free(s);
@@ -187,7 +193,7 @@ static int slab_grow(weft__stack_class *c)
         }
         probed = true;
     }
-    bool lazy = guard_mode == 1;
+    bool lazy = atomic_load(&guard_mode) == GUARD_MADVISE;
     for (size_t i = 0; i < n && !lazy; i++) {
         if (guard_install(base + i * slot) != 0) {
             /* Out of mappings or memory: give the slab back. */
@@ -397,7 +403,7 @@ void weft__stack_cache_drain(weft__stack_cache *cache)
 
 bool weft__stack_guard_is_madvise(void)
 {
-    return guard_mode == 1;
+    return atomic_load(&guard_mode) == GUARD_MADVISE;
 }
 
 int64_t weft__stack_cached_count(void)
