@@ -24,7 +24,7 @@ BENCH_FULL   ?= $(BUILD_DIR)/bench/weft-bench
 # WITH_GO=1 lets the set-up step install golang-go for the benchmark's Go comparison.
 WITH_GO      ?= 0
 # Stages of `make ci`, in order.
-CI_STAGES    ?= test asan tsan ucontext
+CI_STAGES    ?= test asan tsan ucontext aarch64
 
 DEFAULT_OPTS  := -DWEFT_SANITIZE= -DWEFT_CONTEXT=asm -DWEFT_BUILD_BENCH=ON
 ASAN_OPTS     := -DWEFT_SANITIZE=address -DWEFT_CONTEXT=asm -DWEFT_BUILD_BENCH=OFF
@@ -41,7 +41,7 @@ endef
 MAKEFLAGS += --no-print-directory
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-bench build run bench test asan tsan ucontext ci clean
+.PHONY: help deps deps-bench build run bench test asan tsan ucontext aarch64 ci clean
 
 help:
 	@echo "Targets:"
@@ -50,6 +50,7 @@ help:
 	@echo "  make asan      test suite with AddressSanitizer and UBSan in $(ASAN_DIR)/"
 	@echo "  make tsan      test suite with ThreadSanitizer in $(TSAN_DIR)/"
 	@echo "  make ucontext  test suite with the ucontext context switch in $(UCONTEXT_DIR)/"
+	@echo "  make aarch64   context-switch test cross-compiled for AArch64, run under qemu-user"
 	@echo "  make ci        what CI runs: $(CI_STAGES), with the time of each stage"
 	@echo "  make bench     full benchmark ($(BENCH_FULL))"
 	@echo "  make build     set up and build $(BUILD_DIR)/ only"
@@ -109,6 +110,9 @@ tsan: deps
 ucontext: deps
 	$(call configure_and_build,$(UCONTEXT_DIR),$(UCONTEXT_OPTS))
 	$(CTEST) --test-dir $(UCONTEXT_DIR) $(CTEST_ARGS)
+
+aarch64:
+	scripts/check-aarch64.sh
 
 ci:
 	+@MAKE="$(MAKE)" scripts/ci.sh $(CI_STAGES)

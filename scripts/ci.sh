@@ -2,7 +2,7 @@
 # Run the CI stages in order, each as a make target, and print how long each
 # one took. Stops at the first stage that fails and exits non-zero.
 #
-# Usage: scripts/ci.sh [STAGE...]     (default: test asan tsan ucontext)
+# Usage: scripts/ci.sh [STAGE...]     (default: test asan tsan ucontext aarch64)
 # The make command comes from $MAKE, which the top-level Makefile sets.
 set -euo pipefail
 
@@ -10,7 +10,7 @@ make_cmd="${MAKE:-make}"
 if [ "$#" -gt 0 ]; then
     stages=("$@")
 else
-    stages=(test asan tsan ucontext)
+    stages=(test asan tsan ucontext aarch64)
 fi
 
 format_seconds() {
