@@ -217,11 +217,15 @@ static void runq_put(weft__p *p, weft__g *g, bool next)
         if (t - h < WEFT__RUNQ_SIZE) {
             atomic_store_explicit(&p->runq[t % WEFT__RUNQ_SIZE], g,
                                   memory_order_relaxed);
-            /* Release pairs with the thieves' acquire load of tail. This
-             * need not be sequentially consistent: the owner is awake and
-             * will run g itself, so a wake it fails to send for g costs
-             * parallelism, never progress. See "Spinning". */
-            atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release);
+            /* Release pairs with the thieves' acquire load of tail. With
+             * other Ps the store must also be sequentially consistent: it
+             * is the submitter half of "Spinning", and without preemption
+             * a g that only an idle P could run might otherwise wait for
+             * as long as the owner's current coroutine computes. */
+            if (weft__rt.nprocs > 1)
+                atomic_store(&p->runq_tail, t + 1);
+            else
+                atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release);
             return;
         }
         if (runq_put_slow(p, g, h, t))
