@@ -9,11 +9,12 @@
  *     guards installed by MADV_GUARD_INSTALL): with mprotect when the slab
  *     is made, with MADV_GUARD_INSTALL when its stack first runs.
  *  2. weft__stack_get takes from the P's cache (cold first: the stack is
- *     only a reservation until the coroutine runs), then from the class's
- *     shared pool in batches, then from a new slab.
+ *     only a reservation until the coroutine runs), then refills the cache
+ *     from the class's shared pool in batches, then from a new slab.
  *  3. weft__stack_prefer_warm runs just before a coroutine's first switch:
- *     an untouched stack is traded for a warm one from the cache, so
- *     coroutines that pile up in run queues do not each fault in a page.
+ *     an untouched stack is traded for a warm one from the cache (refilled
+ *     from the pool's warm stacks when it has none), so coroutines that
+ *     pile up in run queues do not each fault in a page.
  *  4. weft__stack_put pushes onto the cache's warm list; a full cache
  *     moves half of it to the shared pool. The pool keeps at most
  *     WARM_RETAIN warm stacks; beyond that, stacks are returned to the
@@ -82,6 +83,9 @@ enum { GUARD_UNKNOWN = 0, GUARD_MADVISE = 1, GUARD_MPROTECT = 2 };
  * read without the lock by lazy installs, hence atomic. */
 static _Atomic int guard_mode;
 static int64_t cached_total;          /* guarded by pool_lock: pool stacks */
+/* Warm stacks of the default class in the pool: written under pool_lock,
+ * read without it as a hint. */
+static _Atomic size_t pool_warm;
 
 size_t weft__stack_round(size_t size)
 {
@@ -133,6 +137,7 @@ void weft__stacks_term(void)
     }
     default_class = NULL;
     cached_total = 0;
+    atomic_store(&pool_warm, 0);
     pthread_mutex_unlock(&pool_lock);
 }
 
@@ -269,6 +274,8 @@ static void pool_push_list(weft__stack *list)
             c->warm = s;
             c->nwarm++;
             cached_total++;
+            if (c == default_class)
+                atomic_store_explicit(&pool_warm, c->nwarm, memory_order_relaxed);
         } else {
             s->next = release;
             release = s;
@@ -286,45 +293,74 @@ static void pool_push_list(weft__stack *list)
     pool_push_list(release);
 }
 
+/* Move up to REFILL_BATCH stacks of the default class from the pool to
+ * cache: warm ones when want_warm, else cold ones, or warm ones when the
+ * pool has no cold ones, growing the pool when it is empty. Returns false
+ * when nothing could be moved. Called with pool_lock held. */
+static bool cache_refill(weft__stack_cache *cache, bool want_warm)
+{
+    weft__stack_class *c = default_class;
+    if (!want_warm && !c->cold && !c->warm && slab_grow(c) != 0)
+        return false;
+    bool moved = false;
+    for (uint32_t i = 0; i < REFILL_BATCH; i++) {
+        weft__stack *r;
+        if (!want_warm && c->cold) {
+            r = c->cold;
+            c->cold = r->next;
+            c->ncold--;
+            r->next = cache->cold;
+            cache->cold = r;
+            cache->ncold++;
+        } else if (c->warm) {
+            r = c->warm;
+            c->warm = r->next;
+            c->nwarm--;
+            r->next = cache->warm;
+            cache->warm = r;
+            cache->nwarm++;
+        } else {
+            break;
+        }
+        cached_total--;
+        moved = true;
+    }
+    atomic_store_explicit(&pool_warm, c->nwarm, memory_order_relaxed);
+    return moved;
+}
+
 weft__stack *weft__stack_get(weft__stack_cache *cache, size_t size)
 {
     weft__stack *s;
-    if (size == 0 || (default_class && size == default_class->size)) {
-        if (cache) {
-            if (cache->cold) {
-                s = cache->cold;
-                cache->cold = s->next;
-                cache->ncold--;
-                return s;
-            }
-            if (cache->warm) {
-                s = cache->warm;
-                cache->warm = s->next;
-                cache->nwarm--;
-                return s;
-            }
+    bool is_default = size == 0 || (default_class && size == default_class->size);
+    if (is_default && cache) {
+        /* Cold first: at spawn the stack is only a reservation, and warm
+         * ones are kept for coroutines about to run. */
+        if (!cache->cold && !cache->warm) {
+            pthread_mutex_lock(&pool_lock);
+            bool moved = default_class && cache_refill(cache, false);
+            pthread_mutex_unlock(&pool_lock);
+            if (!moved)
+                return NULL;
         }
-        pthread_mutex_lock(&pool_lock);
-        s = default_class ? pool_pop(default_class) : NULL;
-        /* Refill the cache with cold reservations for the next spawns. */
-        if (s && cache) {
-            while (cache->ncold < REFILL_BATCH && default_class->cold) {
-                weft__stack *r = default_class->cold;
-                default_class->cold = r->next;
-                default_class->ncold--;
-                cached_total--;
-                r->next = cache->cold;
-                cache->cold = r;
-                cache->ncold++;
-            }
+        if (cache->cold) {
+            s = cache->cold;
+            cache->cold = s->next;
+            cache->ncold--;
+        } else {
+            s = cache->warm;
+            cache->warm = s->next;
+            cache->nwarm--;
         }
-        pthread_mutex_unlock(&pool_lock);
+        s->next = NULL;
         return s;
     }
 
     pthread_mutex_lock(&pool_lock);
-    weft__stack_class *c = class_find(size);
+    weft__stack_class *c = is_default ? default_class : class_find(size);
     s = c ? pool_pop(c) : NULL;
+    if (c)
+        atomic_store_explicit(&pool_warm, default_class->nwarm, memory_order_relaxed);
     pthread_mutex_unlock(&pool_lock);
     return s;
 }
@@ -364,6 +400,15 @@ void weft__stack_put(weft__stack_cache *cache, weft__stack *s)
 
 weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s)
 {
+    if (!s->touched && cache && s->cls == default_class && !cache->warm &&
+        atomic_load_explicit(&pool_warm, memory_order_relaxed) > 0) {
+        /* The pool has warm stacks (the hint may be stale; the refill
+         * checks under the lock): fetch a batch rather than fault in a
+         * fresh page. */
+        pthread_mutex_lock(&pool_lock);
+        cache_refill(cache, true);
+        pthread_mutex_unlock(&pool_lock);
+    }
     if (!s->touched && cache && cache->warm && s->cls == default_class) {
         weft__stack *w = cache->warm;
         cache->warm = w->next;
