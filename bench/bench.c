@@ -1,11 +1,11 @@
 /*
- * weft_bench: runs the same concurrency workloads on weft, on plain POSIX
+ * weft-bench: runs the same concurrency workloads on weft, on plain POSIX
  * threads and, when the go tool is on PATH, on Go, then prints a table of
  * medians and writes it as CSV.
  *
  * The driver never starts a runtime itself. Every measurement is a fresh
  * child process: this executable run again as
- * "weft_bench --child IMPL WORKLOAD COUNT", or the Go program in bench/go,
+ * "weft-bench --child IMPL WORKLOAD COUNT", or the Go program in bench/go,
  * built once per harness run with `go build`. A child runs one workload
  * once and prints "result VALUE" on stdout. The driver kills a child that
  * outlives --timeout and marks its cell FAIL. Separate processes keep one
@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -42,6 +43,9 @@
 #ifndef WEFT_BENCH_OUTPUT_DIR
 #error "WEFT_BENCH_OUTPUT_DIR must name the build directory of the harness"
 #endif
+#ifndef WEFT_BENCH_SOURCE_ROOT
+#error "WEFT_BENCH_SOURCE_ROOT must name the repository root"
+#endif
 
 #define MAX_REPS 50
 #define DEFAULT_TIMEOUT_S 120
@@ -56,12 +60,14 @@ typedef struct row {
     const char *workload;           /* passed to the child */
     const char *unit;
     int reps;
-    int64_t count[IMPL_COUNT];      /* passed to the child; 0: not run */
+    int64_t count[IMPL_COUNT];      /* passed to the child, 0 when not run */
     double scale[IMPL_COUNT];       /* multiplies each child result */
     const char *note;               /* what differs between the columns */
 
     double values[IMPL_COUNT][MAX_REPS];
     int nvalues[IMPL_COUNT];
+    double page_tables[IMPL_COUNT][MAX_REPS];  /* memory rows only */
+    int npage_tables[IMPL_COUNT];
     bool failed[IMPL_COUNT];
 } row;
 
@@ -83,21 +89,34 @@ int64_t bench_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t bench_rss_kib(void)
+bench_memory bench_memory_read(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
     if (!f)
         bench_fail("cannot open /proc/self/status: %s", strerror(errno));
     char line[256];
-    long long kib = -1;
+    long long kib;
+    bench_memory m = { .rss_kib = -1, .page_tables_kib = -1 };
     while (fgets(line, sizeof line, f)) {
         if (sscanf(line, "VmRSS: %lld kB", &kib) == 1)
-            break;
+            m.rss_kib = kib;
+        else if (sscanf(line, "VmPTE: %lld kB", &kib) == 1)
+            m.page_tables_kib = kib;
     }
     fclose(f);
-    if (kib < 0)
-        bench_fail("VmRSS not found in /proc/self/status");
-    return kib;
+    if (m.rss_kib < 0 || m.page_tables_kib < 0)
+        bench_fail("VmRSS or VmPTE not found in /proc/self/status");
+    return m;
+}
+
+bench_result bench_memory_per_task(bench_memory before, bench_memory after,
+                                   int64_t count)
+{
+    return (bench_result){
+        .value = (double)(after.rss_kib - before.rss_kib) / (double)count,
+        .page_tables_kib = (double)(after.page_tables_kib - before.page_tables_kib) /
+                           (double)count,
+    };
 }
 
 int64_t skynet_expected_sum(int64_t leaves)
@@ -109,7 +128,7 @@ void bench_fail(const char *fmt, ...)
 {
     va_list ap;
     fflush(stdout);
-    fputs("weft_bench: error: ", stderr);
+    fputs("weft-bench: error: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -135,9 +154,9 @@ static int child_main(int argc, char **argv)
 {
     int64_t count;
     if (argc != 5 || !parse_count(argv[4], &count))
-        bench_fail("usage: weft_bench --child weft|pthreads WORKLOAD COUNT");
+        bench_fail("usage: weft-bench --child weft|pthreads WORKLOAD COUNT");
 
-    double result;
+    bench_result result;
     if (strcmp(argv[2], "weft") == 0)
         result = weft_workload_run(argv[3], count);
     else if (strcmp(argv[2], "pthreads") == 0)
@@ -145,7 +164,9 @@ static int child_main(int argc, char **argv)
     else
         bench_fail("unknown implementation \"%s\" (expected weft or pthreads)",
                    argv[2]);
-    printf("result %.6f\n", result);
+    printf("result %.6f\n", result.value);
+    if (result.page_tables_kib >= 0)
+        printf("page_tables %.6f\n", result.page_tables_kib);
     return 0;
 }
 
@@ -153,7 +174,7 @@ static int child_main(int argc, char **argv)
 
 /* Run argv (in dir, when not NULL) with stdout captured into out, killing
  * it after timeout_s seconds. stderr passes through. Returns true when the
- * process exited with status 0; otherwise why describes the failure. */
+ * process exited with status 0, else false with the reason in why. */
 static bool run_process(char *const argv[], const char *dir, int timeout_s,
                         char *out, size_t out_size, char *why, size_t why_size)
 {
@@ -176,12 +197,12 @@ static bool run_process(char *const argv[], const char *dir, int timeout_s,
     if (pid == 0) {
         dup2(fds[1], STDOUT_FILENO);
         if (dir && chdir(dir) != 0) {
-            fprintf(stderr, "weft_bench: error: cannot enter %s: %s\n", dir,
+            fprintf(stderr, "weft-bench: error: cannot enter %s: %s\n", dir,
                     strerror(errno));
             _exit(127);
         }
         execv(argv[0], argv);
-        fprintf(stderr, "weft_bench: error: cannot run %s: %s\n", argv[0],
+        fprintf(stderr, "weft-bench: error: cannot run %s: %s\n", argv[0],
                 strerror(errno));
         _exit(127);
     }
@@ -218,7 +239,8 @@ static bool run_process(char *const argv[], const char *dir, int timeout_s,
     }
     close(fds[0]);
 
-    /* A child may close stdout and keep running; the deadline still holds. */
+    /* A child may close stdout and keep running, so the deadline applies
+     * here too. */
     int status = 0;
     for (;;) {
         pid_t r = waitpid(pid, &status, timed_out ? 0 : WNOHANG);
@@ -292,12 +314,12 @@ static bool go_prepare(void)
         snprintf(go_version, sizeof go_version, "%.*s",
                  (int)strcspn(out, "\n"), out);
 
-    /* go build needs a cache directory; give it one in the build tree when
+    /* go build needs a cache directory. Give it one in the build tree when
      * the environment names none, as in minimal containers. */
     if (!getenv("GOCACHE") && !getenv("XDG_CACHE_HOME") && !getenv("HOME"))
         setenv("GOCACHE", WEFT_BENCH_OUTPUT_DIR "/go-cache", 1);
 
-    snprintf(go_binary, sizeof go_binary, "%s/weft_bench_go",
+    snprintf(go_binary, sizeof go_binary, "%s/weft-bench-go",
              WEFT_BENCH_OUTPUT_DIR);
     char *build_argv[] = { go_tool, "build", "-o", go_binary, ".", NULL };
     printf("go: building %s with %s (%s)\n", go_binary, go_tool,
@@ -335,8 +357,10 @@ static void row_set(row *r, const char *label, const char *workload,
  * coroutine memory row instead. */
 static int rows_init(row *rows, const options *opt)
 {
-    int timing_reps = opt->reps ? opt->reps : opt->quick ? 3 : 5;
-    int memory_reps = opt->reps ? opt->reps : 3;
+    int timing_reps = opt->quick ? 3 : 5;
+    int memory_reps = 3;
+    if (opt->reps)
+        timing_reps = memory_reps = opt->reps;
     int64_t switches = opt->quick ? 2000000 : 10000000;
     int64_t handoffs = opt->quick ? 50000 : 200000;
     int n = 0;
@@ -396,17 +420,29 @@ static int compare_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double median(const double *values, int n)
+{
+    double sorted[MAX_REPS];
+    memcpy(sorted, values, (size_t)n * sizeof sorted[0]);
+    qsort(sorted, (size_t)n, sizeof sorted[0], compare_double);
+    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0;
+}
+
 /* Median of the row's values for impl, or a negative value when there is
  * none (not run, or failed). */
 static double row_median(const row *r, int impl)
 {
     if (r->failed[impl] || r->nvalues[impl] == 0)
         return -1.0;
-    double sorted[MAX_REPS];
-    int n = r->nvalues[impl];
-    memcpy(sorted, r->values[impl], (size_t)n * sizeof sorted[0]);
-    qsort(sorted, (size_t)n, sizeof sorted[0], compare_double);
-    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0;
+    return median(r->values[impl], r->nvalues[impl]);
+}
+
+/* Median page-table growth per task, or a negative value when there is none. */
+static double row_page_tables(const row *r, int impl)
+{
+    if (r->failed[impl] || r->npage_tables[impl] == 0)
+        return -1.0;
+    return median(r->page_tables[impl], r->npage_tables[impl]);
 }
 
 /* Format a cell: the value, FAIL, or n/a when the column was not run. */
@@ -417,7 +453,12 @@ static const char *cell_text(const row *r, int impl, char *buf, size_t size)
     double m = row_median(r, impl);
     if (m < 0)
         return "n/a";
-    snprintf(buf, size, m >= 100 ? "%.0f" : m >= 10 ? "%.1f" : "%.2f", m);
+    int decimals = 2;
+    if (m >= 100)
+        decimals = 0;
+    else if (m >= 10)
+        decimals = 1;
+    snprintf(buf, size, "%.*f", decimals, m);
     return buf;
 }
 
@@ -427,7 +468,10 @@ static const char *ratio_text(const row *r, int other, char *buf, size_t size)
     double base = row_median(r, other);
     if (weft < 0 || base <= 0)
         return "n/a";
-    snprintf(buf, size, "%.2f", weft / base);
+    /* Two significant digits for small ratios, so 0.0027 does not print
+     * as 0.00. */
+    double ratio = weft / base;
+    snprintf(buf, size, ratio >= 0.1 ? "%.2f" : "%.2g", ratio);
     return buf;
 }
 
@@ -446,6 +490,27 @@ static void print_table(const row *rows, int n)
                ratio_text(r, IMPL_PTHREADS, d, sizeof d),
                ratio_text(r, IMPL_GO, e, sizeof e));
     }
+    bool any_page_tables = false;
+    for (int i = 0; i < n; i++)
+        for (int impl = 0; impl < IMPL_COUNT; impl++)
+            any_page_tables |= row_page_tables(&rows[i], impl) >= 0;
+    if (any_page_tables) {
+        printf("\nPage tables per task (VmPTE growth, not part of VmRSS above)\n");
+        for (int i = 0; i < n; i++) {
+            if (strcmp(rows[i].workload, "memory") != 0)
+                continue;
+            printf("%-12s %-10s", rows[i].label, "KiB/task");
+            for (int impl = 0; impl < IMPL_COUNT; impl++) {
+                double v = row_page_tables(&rows[i], impl);
+                if (v >= 0)
+                    printf(" %10.2f", v);
+                else
+                    printf(" %10s", "n/a");
+            }
+            printf("\n");
+        }
+    }
+
     printf("\nNotes:\n");
     for (int i = 0; i < n; i++)
         if (rows[i].note)
@@ -456,12 +521,13 @@ static bool write_csv(const char *path, const row *rows, int n)
 {
     FILE *f = fopen(path, "w");
     if (!f) {
-        fprintf(stderr, "weft_bench: error: cannot write %s: %s\n", path,
+        fprintf(stderr, "weft-bench: error: cannot write %s: %s\n", path,
                 strerror(errno));
         return false;
     }
     fprintf(f, "workload,unit,weft,pthreads,go,weft_over_pthreads,weft_over_go,"
-               "runs,weft_count,pthreads_count,go_count\n");
+               "runs,weft_count,pthreads_count,go_count,weft_page_tables,"
+               "pthreads_page_tables,go_page_tables\n");
     for (int i = 0; i < n; i++) {
         const row *r = &rows[i];
         char a[32], b[32], c[32], d[32], e[32];
@@ -475,13 +541,25 @@ static bool write_csv(const char *path, const row *rows, int n)
         fprintf(f, "%s,%s", r->label, r->unit);
         for (int k = 0; k < 5; k++)
             fprintf(f, ",%s", strcmp(cells[k], "n/a") == 0 ? "" : cells[k]);
-        fprintf(f, ",%d,%lld,%lld,%lld\n", r->reps,
-                (long long)r->count[IMPL_WEFT], (long long)r->count[IMPL_PTHREADS],
-                (long long)r->count[IMPL_GO]);
+        fprintf(f, ",%d", r->reps);
+        for (int impl = 0; impl < IMPL_COUNT; impl++) {
+            if (r->count[impl] > 0)
+                fprintf(f, ",%lld", (long long)r->count[impl]);
+            else
+                fprintf(f, ",");
+        }
+        for (int impl = 0; impl < IMPL_COUNT; impl++) {
+            double v = row_page_tables(r, impl);
+            if (v >= 0)
+                fprintf(f, ",%.2f", v);
+            else
+                fprintf(f, ",");
+        }
+        fprintf(f, "\n");
     }
     bool ok = fclose(f) == 0;
     if (!ok)
-        fprintf(stderr, "weft_bench: error: cannot write %s: %s\n", path,
+        fprintf(stderr, "weft-bench: error: cannot write %s: %s\n", path,
                 strerror(errno));
     return ok;
 }
@@ -496,8 +574,8 @@ static const row *row_find(const row *rows, int n, const char *label)
     return NULL;
 }
 
-/* Print whether weft's median is at most limit; limit < 0 means the
- * reference was not measured. */
+/* Print whether weft's median is at most limit. A negative limit means
+ * that the reference was not measured. */
 static void print_target(const char *goal, const row *r, double limit,
                          const char *limit_source)
 {
@@ -534,6 +612,47 @@ static void print_targets(const row *rows, int n)
 
 /* ---- driver ---------------------------------------------------------------- */
 
+/* CPU time, in seconds, that the whole machine spent busy (including time
+ * stolen by the hypervisor) and that this process's waited-for children
+ * used. The difference over the runs is what other processes took. */
+typedef struct cpu_usage {
+    double machine_busy_s;
+    double children_s;
+} cpu_usage;
+
+static cpu_usage cpu_usage_read(void)
+{
+    cpu_usage u = { -1.0, 0.0 };
+    unsigned long long user, nice, system, idle, iowait, irq, softirq, steal;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user,
+                    &nice, &system, &idle, &iowait, &irq, &softirq, &steal) == 8)
+        u.machine_busy_s = (double)(user + nice + system + irq + softirq + steal) /
+                           (double)sysconf(_SC_CLK_TCK);
+    if (f)
+        fclose(f);
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) == 0)
+        u.children_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    return u;
+}
+
+/* Print how much CPU other processes took while the runs went on, the
+ * noise that medians have to absorb on a shared machine. */
+static void print_other_cpu(cpu_usage before, cpu_usage after, double wall_s)
+{
+    if (before.machine_busy_s < 0 || after.machine_busy_s < 0 || wall_s <= 0)
+        return;
+    double others = (after.machine_busy_s - before.machine_busy_s) -
+                    (after.children_s - before.children_s);
+    if (others < 0)
+        others = 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("other processes used %.1f CPU-seconds during the runs, %.0f%% of "
+           "%ld CPUs\n", others, 100.0 * others / (wall_s * (double)cpus), cpus);
+}
+
 static void print_machine(const options *opt)
 {
     struct utsname uts;
@@ -553,17 +672,26 @@ static void print_machine(const options *opt)
     }
     uname(&uts);
     const char *maxprocs = getenv("WEFT_MAXPROCS");
-    printf("weft_bench: %s mode\n", opt->quick ? "quick" : "full");
+    printf("weft-bench: %s mode\n", opt->quick ? "quick" : "full");
     printf("machine: %ld CPUs online, %s, %s %s, compiled by gcc %s\n",
            sysconf(_SC_NPROCESSORS_ONLN), model, uts.sysname, uts.release,
            __VERSION__);
+    /* Benchmark records need the code they measured. The binary is only as
+     * new as its last build, which `make run` and `make bench` refresh. */
+    char git[PATH_MAX], version[128], why[256];
+    char *git_argv[] = { git, "-C", WEFT_BENCH_SOURCE_ROOT, "describe",
+                         "--always", "--dirty", NULL };
+    if (find_in_path("git", git, sizeof git) &&
+        run_process(git_argv, NULL, 30, version, sizeof version, why, sizeof why))
+        printf("source tree: %s at git %.*s\n", WEFT_BENCH_SOURCE_ROOT,
+               (int)strcspn(version, "\n"), version);
     printf("weft maxprocs: %s%s (the yield workload always uses 1)\n",
            maxprocs ? "WEFT_MAXPROCS=" : "default, every usable CPU",
            maxprocs ? maxprocs : "");
 }
 
-/* Run one child for row r and implementation impl; record its value or the
- * failure. */
+/* Run one child for row r and implementation impl, and record its value or
+ * the failure. */
 static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
 {
     char count[32], out[512], why[256];
@@ -597,7 +725,8 @@ static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
                      "%s%s", i ? " " : "", child_argv[i]);
         const char *maxprocs = getenv("WEFT_MAXPROCS");
         printf("FAILED: %s\n", why);
-        fprintf(stderr, "weft_bench: error: %s %s run %d %s; reproduce with: "
+        fflush(stdout);
+        fprintf(stderr, "weft-bench: error: %s %s run %d %s; reproduce with: "
                         "%s%s%s%s\n",
                 impl_names[impl], r->label, rep + 1, why,
                 maxprocs ? "WEFT_MAXPROCS=" : "", maxprocs ? maxprocs : "",
@@ -607,13 +736,20 @@ static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
     }
     value *= r->scale[impl];
     r->values[impl][r->nvalues[impl]++] = value;
-    printf("%10.2f %s\n", value, r->unit);
+    printf("%10.2f %s", value, r->unit);
+    const char *page_line = strstr(out, "page_tables ");
+    double page_tables;
+    if (page_line && sscanf(page_line, "page_tables %lf", &page_tables) == 1) {
+        r->page_tables[impl][r->npage_tables[impl]++] = page_tables;
+        printf(" (page tables %.2f KiB/task)", page_tables);
+    }
+    printf("\n");
 }
 
 static void usage(FILE *out)
 {
     fprintf(out,
-        "usage: weft_bench [--quick] [--reps N] [--only LIST] [--csv PATH]\n"
+        "usage: weft-bench [--quick] [--reps N] [--only LIST] [--csv PATH]\n"
         "                  [--timeout SECONDS] [--no-go]\n"
         "\n"
         "Runs the spawn, yield, skynet and memory workloads on weft, POSIX\n"
@@ -646,12 +782,12 @@ static bool parse_options(int argc, char **argv, options *opt)
             usage(stdout);
             exit(0);
         } else if (!value) {
-            fprintf(stderr, "weft_bench: error: unknown option or missing "
+            fprintf(stderr, "weft-bench: error: unknown option or missing "
                             "value: %s\n", arg);
             return false;
         } else if (strcmp(arg, "--reps") == 0) {
             if (!parse_count(value, &n) || n > MAX_REPS) {
-                fprintf(stderr, "weft_bench: error: invalid --reps %s "
+                fprintf(stderr, "weft-bench: error: invalid --reps %s "
                                 "(expected 1 to %d)\n", value, MAX_REPS);
                 return false;
             }
@@ -659,7 +795,7 @@ static bool parse_options(int argc, char **argv, options *opt)
             i++;
         } else if (strcmp(arg, "--timeout") == 0) {
             if (!parse_count(value, &n) || n > 3600) {
-                fprintf(stderr, "weft_bench: error: invalid --timeout %s "
+                fprintf(stderr, "weft-bench: error: invalid --timeout %s "
                                 "(expected 1 to 3600 seconds)\n", value);
                 return false;
             }
@@ -672,7 +808,7 @@ static bool parse_options(int argc, char **argv, options *opt)
             opt->only = value;
             i++;
         } else {
-            fprintf(stderr, "weft_bench: error: unknown option %s\n", arg);
+            fprintf(stderr, "weft-bench: error: unknown option %s\n", arg);
             return false;
         }
     }
@@ -708,6 +844,7 @@ int main(int argc, char **argv)
     printf("\n");
 
     int64_t start = bench_now_ns();
+    cpu_usage usage_before = cpu_usage_read();
     for (int i = 0; i < nrows; i++) {
         row *r = &rows[i];
         if (!go_ready)
@@ -721,7 +858,9 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("\nall runs took %.1f s\n", (double)(bench_now_ns() - start) / 1e9);
+    double wall_s = (double)(bench_now_ns() - start) / 1e9;
+    printf("\nall runs took %.1f s\n", wall_s);
+    print_other_cpu(usage_before, cpu_usage_read(), wall_s);
 
     print_table(rows, nrows);
     print_targets(rows, nrows);
@@ -739,7 +878,7 @@ int main(int argc, char **argv)
         for (int impl = 0; impl < IMPL_COUNT; impl++)
             any_failed |= rows[i].failed[impl];
     if (any_failed)
-        fprintf(stderr, "\nweft_bench: error: some runs FAILED; see the "
+        fprintf(stderr, "\nweft-bench: error: some runs FAILED; see the "
                         "messages above\n");
     return any_failed || !csv_ok ? 1 : 0;
 }

@@ -7,7 +7,8 @@
  *   spawn   nanoseconds per task spawned and finished
  *   yield   nanoseconds per switch between two tasks on one CPU
  *   skynet  milliseconds for the whole tree (count is the number of leaves)
- *   memory  KiB of resident memory per parked task
+ *   memory  KiB of resident memory (VmRSS) per parked task, with the
+ *           page-table growth per task beside it
  * Every implementation calls bench_fail on a wrong result or a failed call.
  */
 #ifndef WEFT_BENCH_H
@@ -15,24 +16,39 @@
 
 #include <stdint.h>
 
-/* Children per skynet node; the leaf count must be a power of it. */
+/* Children per skynet node. The leaf count must be a power of it. */
 #define SKYNET_FANOUT 10
 
-/* Run workload with count tasks (or switches, or leaves) and return the
- * measurement in the unit listed above. Unknown workloads are fatal. */
-double weft_workload_run(const char *workload, int64_t count);
-double pthread_workload_run(const char *workload, int64_t count);
+/* The outcome of one workload run. */
+typedef struct bench_result {
+    double value;            /* in the workload's unit, listed above */
+    double page_tables_kib;  /* memory only: VmPTE growth per task, else -1 */
+} bench_result;
+
+/* Run workload with count tasks (or switches, or leaves). Unknown
+ * workloads are fatal. */
+bench_result weft_workload_run(const char *workload, int64_t count);
+bench_result pthread_workload_run(const char *workload, int64_t count);
 
 /* Monotonic clock in nanoseconds. */
 int64_t bench_now_ns(void);
 
-/* VmRSS of the calling process in KiB, read from /proc/self/status. */
-int64_t bench_rss_kib(void);
+/* Memory of the calling process in KiB, read from /proc/self/status.
+ * Page tables (VmPTE) are not part of the resident set (VmRSS). */
+typedef struct bench_memory {
+    int64_t rss_kib;
+    int64_t page_tables_kib;
+} bench_memory;
+bench_memory bench_memory_read(void);
+
+/* Growth per task between two readings. */
+bench_result bench_memory_per_task(bench_memory before, bench_memory after,
+                                   int64_t count);
 
 /* Sum of the leaf values 0 .. leaves-1 that a correct skynet returns. */
 int64_t skynet_expected_sum(int64_t leaves);
 
-/* Print "weft_bench: error: <message>" to stderr and exit with status 2. */
+/* Print "weft-bench: error: <message>" to stderr and exit with status 2. */
 _Noreturn void bench_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 

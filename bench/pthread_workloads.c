@@ -78,8 +78,8 @@ static double run_spawn(int64_t count)
 /* ---- yield: condition-variable ping-pong on one CPU -------------------- */
 
 /* Two threads pinned to the same CPU pass a turn back and forth, so every
- * handoff is one context switch between them. sched_yield would not do:
- * the kernel may return to the caller without switching. */
+ * handoff is one context switch between them. sched_yield would not do,
+ * because the kernel may return to the caller without switching. */
 typedef struct pingpong {
     pthread_mutex_t lock;
     pthread_cond_t turn_changed;
@@ -90,7 +90,7 @@ typedef struct pingpong {
 
 typedef struct pingpong_player {
     pingpong *game;
-    int me;
+    int id;               /* 0 or 1, compared with pingpong.turn */
 } pingpong_player;
 
 static void *pingpong_thread(void *arg)
@@ -108,9 +108,9 @@ static void *pingpong_thread(void *arg)
 
     pthread_mutex_lock(&game->lock);
     for (int64_t i = 0; i < game->handoffs; i++) {
-        while (game->turn != player->me)
+        while (game->turn != player->id)
             pthread_cond_wait(&game->turn_changed, &game->lock);
-        game->turn = 1 - player->me;
+        game->turn = 1 - player->id;
         pthread_cond_signal(&game->turn_changed);
     }
     pthread_mutex_unlock(&game->lock);
@@ -129,7 +129,8 @@ static int first_usable_cpu(void)
     bench_fail("the affinity mask of this process is empty");
 }
 
-/* count is the number of switches; each thread hands off count / 2 times. */
+/* count is the number of switches, so each thread hands off count / 2
+ * times. */
 static double run_yield(int64_t count)
 {
     pingpong game = {
@@ -158,9 +159,9 @@ typedef struct pskynet_node {
     int64_t sum;          /* written by the node's own thread */
 } pskynet_node;
 
-/* Compute the subtree's sum into node->sum; an inner node creates
- * SKYNET_FANOUT child threads and joins them, as a pthreads program would
- * rather than use a wait group. */
+/* Compute the subtree's sum into node->sum. An inner node creates
+ * SKYNET_FANOUT child threads and joins them, as a pthreads program would,
+ * where weft uses a wait group. */
 static void *pskynet_thread(void *arg)
 {
     pskynet_node *node = arg;
@@ -226,14 +227,14 @@ static void *parked_thread(void *arg)
     return NULL;
 }
 
-static double run_memory(int64_t count)
+static bench_result run_memory(int64_t count)
 {
     park_state state = {
         .lock = PTHREAD_MUTEX_INITIALIZER,
         .changed = PTHREAD_COND_INITIALIZER,
     };
     pthread_t *threads = thread_array(count);
-    int64_t before = bench_rss_kib();
+    bench_memory before = bench_memory_read();
 
     for (int64_t i = 0; i < count; i++)
         create_or_fail(&threads[i], parked_thread, &state);
@@ -241,7 +242,7 @@ static double run_memory(int64_t count)
     while (state.parked < count)
         pthread_cond_wait(&state.changed, &state.lock);
     pthread_mutex_unlock(&state.lock);
-    int64_t after = bench_rss_kib();
+    bench_memory after = bench_memory_read();
 
     pthread_mutex_lock(&state.lock);
     state.released = true;
@@ -250,21 +251,24 @@ static double run_memory(int64_t count)
     for (int64_t i = 0; i < count; i++)
         join_or_fail(threads[i]);
     free(threads);
-    return (double)(after - before) / (double)count;
+    return bench_memory_per_task(before, after, count);
 }
 
 /* ---- entry -------------------------------------------------------------- */
 
-double pthread_workload_run(const char *workload, int64_t count)
+bench_result pthread_workload_run(const char *workload, int64_t count)
 {
+    bench_result result = { .page_tables_kib = -1 };
     attr_init_or_fail();
     if (strcmp(workload, "spawn") == 0)
-        return run_spawn(count);
-    if (strcmp(workload, "yield") == 0)
-        return run_yield(count);
-    if (strcmp(workload, "skynet") == 0)
-        return run_skynet(count);
-    if (strcmp(workload, "memory") == 0)
-        return run_memory(count);
-    bench_fail("unknown workload \"%s\"", workload);
+        result.value = run_spawn(count);
+    else if (strcmp(workload, "yield") == 0)
+        result.value = run_yield(count);
+    else if (strcmp(workload, "skynet") == 0)
+        result.value = run_skynet(count);
+    else if (strcmp(workload, "memory") == 0)
+        result = run_memory(count);
+    else
+        bench_fail("unknown workload \"%s\"", workload);
+    return result;
 }

@@ -18,7 +18,7 @@
 typedef struct weft_job {
     const char *workload;
     int64_t count;
-    double result;
+    bench_result result;
 } weft_job;
 
 static void spawn_go_or_fail(weft_fn fn, void *arg)
@@ -62,8 +62,8 @@ static void yield_task(void *arg)
     weft_wg_done(&state->done);
 }
 
-/* count is the number of switches; each coroutine yields count / 2 times,
- * and with maxprocs 1 every yield hands the P to the other coroutine. */
+/* count is the number of switches, so each coroutine yields count / 2
+ * times. With maxprocs 1, every yield hands the P to the other coroutine. */
 static double run_yield(int64_t count)
 {
     if (weft_maxprocs() != 1)
@@ -88,7 +88,7 @@ typedef struct skynet_node {
 } skynet_node;
 
 /* Add this subtree's sum to the parent's total. A leaf's value is its
- * index; an inner node spawns SKYNET_FANOUT children and waits for them.
+ * index, and an inner node spawns SKYNET_FANOUT children and waits for them.
  * The children's records live on this node's stack, which stays valid
  * because the node returns only after its wait group reaches zero. */
 static void skynet_task(void *arg)
@@ -156,10 +156,10 @@ static void memory_task(void *arg)
     weft_wg_done(&state->exited);
 }
 
-static double run_memory(int64_t count)
+static bench_result run_memory(int64_t count)
 {
     memory_state state = {0};
-    int64_t before = bench_rss_kib();
+    bench_memory before = bench_memory_read();
 
     weft_wg_add(&state.parked, count);
     weft_wg_add(&state.release, 1);
@@ -167,10 +167,10 @@ static double run_memory(int64_t count)
     for (int64_t i = 0; i < count; i++)
         spawn_go_or_fail(memory_task, &state);
     weft_wg_wait(&state.parked);
-    /* A coroutine may be between its weft_wg_done and its park here; the
+    /* A coroutine may be between its weft_wg_done and its park here. The
      * few that are change the reading by a few pages at most. */
     int64_t live = weft_num_coroutines();
-    int64_t after = bench_rss_kib();
+    bench_memory after = bench_memory_read();
 
     weft_wg_done(&state.release);
     weft_wg_wait(&state.exited);
@@ -179,7 +179,7 @@ static double run_memory(int64_t count)
     if (live < count + 1)
         bench_fail("weft_num_coroutines returned %lld while %lld coroutines "
                    "were parked", (long long)live, (long long)count);
-    return (double)(after - before) / (double)count;
+    return bench_memory_per_task(before, after, count);
 }
 
 /* ---- entry -------------------------------------------------------------- */
@@ -187,12 +187,13 @@ static double run_memory(int64_t count)
 static int job_main(void *arg)
 {
     weft_job *job = arg;
+    job->result.page_tables_kib = -1;
     if (strcmp(job->workload, "spawn") == 0)
-        job->result = run_spawn(job->count);
+        job->result.value = run_spawn(job->count);
     else if (strcmp(job->workload, "yield") == 0)
-        job->result = run_yield(job->count);
+        job->result.value = run_yield(job->count);
     else if (strcmp(job->workload, "skynet") == 0)
-        job->result = run_skynet(job->count);
+        job->result.value = run_skynet(job->count);
     else if (strcmp(job->workload, "memory") == 0)
         job->result = run_memory(job->count);
     else
@@ -200,11 +201,11 @@ static int job_main(void *arg)
     return 0;
 }
 
-double weft_workload_run(const char *workload, int64_t count)
+bench_result weft_workload_run(const char *workload, int64_t count)
 {
     weft_job job = { .workload = workload, .count = count };
     weft_config cfg = {0};
-    /* The yield workload measures switches on one P; every other workload
+    /* The yield workload measures switches on one P. Every other workload
      * uses WEFT_MAXPROCS or every usable CPU. */
     if (strcmp(workload, "yield") == 0)
         cfg.maxprocs = 1;

@@ -1,15 +1,16 @@
-// Command weft_bench_go runs one workload of weft's benchmark harness in Go,
+// Command weft-bench-go runs one workload of weft's benchmark harness in Go,
 // so that weft can be compared with the runtime whose model it copies.
 //
 // The harness in bench/bench.c builds this program with `go build` and runs
 // it once per measurement, as
 //
-//	weft_bench_go -workload spawn|yield|skynet|memory -n COUNT
+//	weft-bench-go -workload spawn|yield|skynet|memory -n COUNT
 //
 // It prints "result VALUE" on stdout, in the unit the C workloads use:
 // nanoseconds per goroutine (spawn), nanoseconds per switch (yield),
 // milliseconds for the tree (skynet) or KiB of resident memory per parked
-// goroutine (memory). Only the standard library is used.
+// goroutine (memory). The memory workload also prints "page_tables VALUE",
+// the growth of VmPTE per goroutine. Only the standard library is used.
 package main
 
 import (
@@ -28,7 +29,7 @@ import (
 const skynetFanout = 10
 
 func fail(format string, args ...interface{}) {
-	fmt.Fprintf(os.Stderr, "weft_bench_go: error: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, "weft-bench-go: error: "+format+"\n", args...)
 	os.Exit(2)
 }
 
@@ -44,7 +45,7 @@ func spawn(n int) float64 {
 	return float64(time.Since(start).Nanoseconds()) / float64(n)
 }
 
-// yield lets two goroutines call runtime.Gosched in turn on one P; n is the
+// yield lets two goroutines call runtime.Gosched in turn on one P. n is the
 // number of switches, so each goroutine yields n/2 times.
 func yield(n int) float64 {
 	runtime.GOMAXPROCS(1)
@@ -96,38 +97,41 @@ func skynet(leaves int64) float64 {
 	return float64(elapsed.Nanoseconds()) / 1e6
 }
 
-// rssKiB returns VmRSS from /proc/self/status, the same source the C
-// workloads read, so no Go runtime statistic enters the comparison.
-func rssKiB() int64 {
+// memoryKiB returns VmRSS and VmPTE from /proc/self/status, the source the
+// C workloads read, so no Go runtime statistic enters the comparison.
+func memoryKiB() (rss, pageTables int64) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		fail("cannot read VmRSS: %v", err)
+		fail("cannot read /proc/self/status: %v", err)
 	}
 	defer f.Close()
+	rss, pageTables = -1, -1
 	scanner := bufio.NewScanner(f)
 	for scanner.Scan() {
-		line := scanner.Text()
-		if !strings.HasPrefix(line, "VmRSS:") {
+		fields := strings.Fields(scanner.Text())
+		if len(fields) < 2 || (fields[0] != "VmRSS:" && fields[0] != "VmPTE:") {
 			continue
-		}
-		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			break
 		}
 		kib, err := strconv.ParseInt(fields[1], 10, 64)
 		if err != nil {
-			fail("invalid VmRSS line %q: %v", line, err)
+			fail("invalid %s line in /proc/self/status: %v", fields[0], err)
 		}
-		return kib
+		if fields[0] == "VmRSS:" {
+			rss = kib
+		} else {
+			pageTables = kib
+		}
 	}
-	fail("VmRSS not found in /proc/self/status")
-	return 0
+	if rss < 0 || pageTables < 0 {
+		fail("VmRSS or VmPTE not found in /proc/self/status")
+	}
+	return rss, pageTables
 }
 
 // memory parks n goroutines on a channel receive and returns the growth of
-// the resident set per goroutine.
-func memory(n int) float64 {
-	before := rssKiB()
+// the resident set and of the page tables per goroutine.
+func memory(n int) (rss, pageTables float64) {
+	rssBefore, tablesBefore := memoryKiB()
 	var parked, exited sync.WaitGroup
 	release := make(chan struct{})
 	parked.Add(n)
@@ -141,13 +145,13 @@ func memory(n int) float64 {
 	}
 	parked.Wait()
 	live := runtime.NumGoroutine()
-	after := rssKiB()
+	rssAfter, tablesAfter := memoryKiB()
 	close(release)
 	exited.Wait()
 	if live < n+1 {
 		fail("runtime.NumGoroutine returned %d while %d goroutines were parked", live, n)
 	}
-	return float64(after-before) / float64(n)
+	return float64(rssAfter-rssBefore) / float64(n), float64(tablesAfter-tablesBefore) / float64(n)
 }
 
 func main() {
@@ -159,6 +163,7 @@ func main() {
 	}
 
 	var result float64
+	pageTables := -1.0
 	switch *workload {
 	case "spawn":
 		result = spawn(int(*count))
@@ -167,9 +172,12 @@ func main() {
 	case "skynet":
 		result = skynet(*count)
 	case "memory":
-		result = memory(int(*count))
+		result, pageTables = memory(int(*count))
 	default:
 		fail("unknown -workload %q (expected spawn, yield, skynet or memory)", *workload)
 	}
 	fmt.Printf("result %.6f\n", result)
+	if pageTables >= 0 {
+		fmt.Printf("page_tables %.6f\n", pageTables)
+	}
 }
