@@ -313,7 +313,9 @@ int weft_sleep(int64_t ns)
         weft_yield();
         return 0;
     }
-    int64_t deadline = weft_now() + ns;
+    int64_t now = weft_now();
+    /* A duration too long to add saturates: the sleep never ends. */
+    int64_t deadline = ns > INT64_MAX - now ? INT64_MAX : now + ns;
     if (weft_in_coroutine())
         return weft__poller_sleep(deadline);
 

@@ -311,6 +311,34 @@ static void sleeper(void *arg)
     weft_wg_done(&r->wg);
 }
 
+static _Atomic int forever_started;
+
+static void sleep_forever(void *arg)
+{
+    (void)arg;
+    atomic_store(&forever_started, 1);
+    weft_sleep(INT64_MAX);
+    atomic_store(&forever_started, 2); /* must not be reached */
+}
+
+/* A duration too long to add to the clock must not wrap around into a
+ * deadline in the past. */
+static void test_sleep_longest_duration(void **state)
+{
+    (void)state;
+    assert_int_equal(weft_init(NULL), 0);
+    atomic_store(&forever_started, 0);
+    assert_int_equal(weft_go(sleep_forever, NULL), 0);
+    int64_t limit = weft_now() + WEFT_SEC(10);
+    while (atomic_load(&forever_started) == 0 && weft_now() < limit)
+        sched_yield();
+    assert_int_equal(atomic_load(&forever_started), 1);
+    /* A short sleep of this thread lets a wrapped deadline fire. */
+    assert_int_equal(weft_sleep(WEFT_MS(50)), 0);
+    assert_int_equal(atomic_load(&forever_started), 1);
+    assert_int_equal(weft_shutdown(), 0);
+}
+
 static void test_sleep_never_early(void **state)
 {
     (void)state;
@@ -372,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_duration_macros),
         cmocka_unit_test(test_sleep_never_early),
+        cmocka_unit_test(test_sleep_longest_duration),
         cmocka_unit_test(test_idle_runtime_uses_no_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
