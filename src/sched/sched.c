@@ -197,7 +197,8 @@ static weft__g *gq_pop_locked(void)
 
 /* ---- Local run queue ---------------------------------------------------- */
 
-static bool runq_put_slow(weft__p *p, weft__g *g, uint32_t head, uint32_t tail);
+static bool runq_put_slow(weft__p *p, weft__g *g, uint32_t head, uint32_t tail)
+    __attribute__((noinline, cold));
 
 /* Put g on p's queue; with next, into runnext (the old occupant moves to
  * the tail). Owner only. */
@@ -409,12 +410,19 @@ static bool any_work(weft__p *self)
     return false;
 }
 
+static weft__g *gq_take_slow(weft__p *p, bool batch);
+
 /* Take a batch from the global queue: one to return, more to the local
  * queue (at most half of it, so other Ps get their share). */
-static weft__g *gq_take(weft__p *p, bool batch)
+static inline weft__g *gq_take(weft__p *p, bool batch)
 {
-    if (atomic_load(&weft__rt.gq_size) == 0)
+    if (atomic_load_explicit(&weft__rt.gq_size, memory_order_relaxed) == 0)
         return NULL;
+    return gq_take_slow(p, batch);
+}
+
+__attribute__((noinline)) static weft__g *gq_take_slow(weft__p *p, bool batch)
+{
     weft__lock_acquire(&weft__rt.lock);
     int64_t size = atomic_load(&weft__rt.gq_size);
     int64_t n = batch ? size / weft__rt.nprocs + 1 : 1;
@@ -660,18 +668,22 @@ static uint64_t id_next(weft__p *p)
 
 static void g_entry(void *arg);
 
-/* Make g the running G of p, starting its context on first use. */
-static void prepare_run(weft__p *p, weft__g *g)
+/* Give g a stack and a context that starts at g_entry. */
+__attribute__((noinline)) static void g_start(weft__p *p, weft__g *g)
 {
-    if (!g->started) {
-        g->stack = weft__stack_prefer_warm(&p->stacks, g->stack);
-        weft__ctx_make(&g->ctx, g->stack->lo, g->stack->size, g_entry, g,
-                       &g->fpenv);
+    g->stack = weft__stack_prefer_warm(&p->stacks, g->stack);
+    weft__ctx_make(&g->ctx, g->stack->lo, g->stack->size, g_entry, g, &g->fpenv);
 #ifdef WEFT_TSAN
-        g->tsan_fiber = __tsan_create_fiber(0);
+    g->tsan_fiber = __tsan_create_fiber(0);
 #endif
-        g->started = true;
-    }
+    g->started = true;
+}
+
+/* Make g the running G of p, starting its context on first use. */
+static inline void prepare_run(weft__p *p, weft__g *g)
+{
+    if (__builtin_expect(!g->started, 0))
+        g_start(p, g);
     p->curg = g;
     atomic_store_explicit(&g->state, WEFT__G_RUNNING, memory_order_relaxed);
     atomic_store_explicit(&p->st_switches,
