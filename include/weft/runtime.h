@@ -48,7 +48,9 @@ int weft_main_config(const weft_config *cfg, int (*main_fn)(void *arg),
 int weft_init(const weft_config *cfg);
 
 /* Stop the runtime. Every coroutine still alive, blocked or runnable, is
- * abandoned and its stack freed. Must be called from a plain thread, not a
+ * abandoned and its stack freed. A coroutine that is running at the time
+ * is abandoned at its next park or yield, so one that computes without
+ * yielding delays the return. Must be called from a plain thread, not a
  * coroutine (WEFT_EINVAL). Returns WEFT_EINVAL when the runtime is not
  * running. A later weft_init starts a fresh runtime. */
 int weft_shutdown(void);

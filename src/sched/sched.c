@@ -1030,7 +1030,9 @@ int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect)
     return 0;
 }
 
-/* Tell every P to leave its loop and wait for their threads. */
+/* Tell every P to leave its loop and wait for their threads.
+ * NOTE: without preemption, a P whose coroutine never parks or yields
+ * never reaches its loop, and this waits for it. */
 void weft__sched_stop(void)
 {
     atomic_store(&weft__rt.stopping, 1);
