@@ -4,8 +4,8 @@
  *
  * The program sums the integers 1..N by splitting the range into chunks,
  * one coroutine per chunk. Each coroutine writes its partial sum into its
- * own slot, so no locking is needed; the wait group tells main when every
- * slot is filled. The result is checked against N(N+1)/2.
+ * own slot, so no locking is needed. Waiting on the wait group returns once
+ * every slot is filled. The result is checked against N(N+1)/2.
  *
  * Usage: parallel_sum [N] [chunks]   (defaults: 100000000 and 64)
  */

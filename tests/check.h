@@ -3,7 +3,7 @@
  *
  * cmocka reports a failed assertion with longjmp, which must never cross a
  * coroutine stack or another thread. Code running inside coroutines or
- * helper threads therefore uses CHECK, which only records the failure; the
+ * helper threads therefore uses CHECK, which only records the failure. The
  * test's own thread calls assert_no_check_failures() at the end, where a
  * cmocka assertion is safe.
  */

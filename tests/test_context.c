@@ -1,7 +1,7 @@
 /*
- * Context switches and stacks: floating-point control state and errno
- * belong to each coroutine across switches and migrations, a new coroutine
- * inherits its spawner's floating-point state, stacks are reused, stack
+ * Context switches and stacks. Floating-point control state and errno
+ * belong to each coroutine across switches and migrations. A new coroutine
+ * inherits its spawner's floating-point state. Stacks are reused, stack
  * sizes are honoured, a guard page turns an overflow into a fault, and
  * guarded stacks do not use up the kernel's mapping limit.
  */

@@ -1,8 +1,8 @@
 /*
- * The context switch on its own, without the scheduler: a new context
- * starts at its entry with its argument, values the compiler keeps in
+ * The context switch on its own, without the scheduler. A new context
+ * starts at its entry with its argument. Values the compiler keeps in
  * callee-saved integer and floating-point registers survive switches in
- * both directions, each context keeps its own rounding mode, and a context
+ * both directions. Each context keeps its own rounding mode, and a context
  * can use most of its stack.
  *
  * This file needs only src/arch, so it also builds for other targets (for
@@ -32,12 +32,20 @@ __attribute__((noinline)) static void churn(void *arg)
     CHECK(fesetround(FE_DOWNWARD) == 0);
     for (int i = 0; i < 100000; i++) {
         weft__ctx_switch(&co_ctx, &main_ctx);
-        CHECK(a == seed * 3 + (uint64_t)i && b == seed * 5 + (uint64_t)i);
-        CHECK(c == seed * 7 && d == seed * 11 && e == seed * 13);
-        CHECK(f == seed * 17 && g == seed * 19 && h == seed * 23);
-        CHECK(x == (double)seed * 0.5 + i && y == (double)seed * 0.25);
-        CHECK(z == (double)seed * 0.125 && w == (double)seed * 2.0);
-        CHECK(v == (double)seed * 4.0 && u == (double)seed * 8.0);
+        CHECK(a == seed * 3 + (uint64_t)i);
+        CHECK(b == seed * 5 + (uint64_t)i);
+        CHECK(c == seed * 7);
+        CHECK(d == seed * 11);
+        CHECK(e == seed * 13);
+        CHECK(f == seed * 17);
+        CHECK(g == seed * 19);
+        CHECK(h == seed * 23);
+        CHECK(x == (double)seed * 0.5 + i);
+        CHECK(y == (double)seed * 0.25);
+        CHECK(z == (double)seed * 0.125);
+        CHECK(w == (double)seed * 2.0);
+        CHECK(v == (double)seed * 4.0);
+        CHECK(u == (double)seed * 8.0);
         CHECK(fegetround() == FE_DOWNWARD);
         a++;
         b++;
@@ -67,9 +75,15 @@ static void test_switch_preserves_registers(void **state)
     fesetround(FE_UPWARD);
     for (int i = 0; i <= 100000; i++) {
         weft__ctx_switch(&main_ctx, &co_ctx);
-        assert_true(a == 42 + (uint64_t)i && b == 43 && c == 44);
-        assert_true(d == 45 && e == 46 && f == 47);
-        assert_true(x == 1.5 + i && y == 2.5 && z == 3.5);
+        assert_true(a == 42 + (uint64_t)i);
+        assert_true(b == 43);
+        assert_true(c == 44);
+        assert_true(d == 45);
+        assert_true(e == 46);
+        assert_true(f == 47);
+        assert_true(x == 1.5 + i);
+        assert_true(y == 2.5);
+        assert_true(z == 3.5);
         assert_int_equal(fegetround(), FE_UPWARD);
         a++;
         x += 1.0;

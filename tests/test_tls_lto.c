@@ -2,8 +2,8 @@
  * Thread-local storage and migration under link-time optimisation.
  *
  * This program and the copy of the library it links are compiled with -O2
- * and -flto, so the compiler sees the runtime's code together with the
- * test's and is free to cache thread-local addresses within a function. The
+ * and -flto, so the compiler optimises the runtime's code together with
+ * the test's and is free to cache thread-local addresses in a function. The
  * runtime must still find its own per-thread state afresh after every
  * switch: coroutines that yield and migrate thousands of times must keep
  * correct ids, errno values and run-queue state, and every one must finish.
