@@ -94,8 +94,9 @@ static int default_maxprocs(void)
     return n;
 }
 
-/* Parse a positive integer with an optional k/m/g suffix (powers of 1024
- * when allow_suffix). Returns false on anything else. */
+/* Parse a positive integer with an optional suffix (when allow_suffix):
+ * k, m or g for powers of 1024, optionally followed by "b" or "ib" in any
+ * case ("64k", "64kb", "64KiB"). Returns false on anything else. */
 static bool parse_size(const char *s, bool allow_suffix, unsigned long long *out)
 {
     if (!s || !isdigit((unsigned char)*s))
@@ -114,8 +115,12 @@ static bool parse_size(const char *s, bool allow_suffix, unsigned long long *out
         default: return false;
         }
         end++;
-        if (tolower((unsigned char)*end) == 'b' || tolower((unsigned char)*end) == 'i')
+        if (tolower((unsigned char)*end) == 'i')
             end++;
+        if (tolower((unsigned char)*end) == 'b')
+            end++;
+        else if (tolower((unsigned char)end[-1]) == 'i')
+            return false; /* "ki" without the b */
     }
     if (*end)
         return false;
@@ -152,7 +157,8 @@ static size_t env_stack_size(size_t fallback)
     if (!rounded) {
         fprintf(stderr,
                 "weft: warning: invalid WEFT_STACK_SIZE=\"%s\" (expected bytes "
-                "from 16k to 1g, suffix k, m or g allowed); using %zu\n",
+                "from 16k to 1g, with an optional suffix k, m or g, or kb, KiB "
+                "and the like); using %zu\n",
                 s, fallback);
         return fallback;
     }
@@ -216,6 +222,7 @@ int weft_init(const weft_config *cfg)
         pthread_mutex_unlock(&life_lock);
         return err < 0 && err != WEFT_ENOMEM ? WEFT_ENOMEM : err;
     }
+    weft__gate_open();
     pthread_mutex_unlock(&life_lock);
     return 0;
 }
@@ -229,8 +236,10 @@ int weft_shutdown(void)
         pthread_mutex_unlock(&life_lock);
         return WEFT_EINVAL;
     }
-    /* Ps first, so nothing runs while the poller goes; the poller may still
-     * make coroutines ready until it stops, which only queues them. */
+    /* Close the gate first: from then on weft_go from plain threads fails
+     * and the poller's wakeups are dropped. Then the Ps, so nothing runs
+     * while the poller goes. */
+    weft__gate_close();
     weft__sched_stop();
     weft__poller_term();
     weft__sched_term();
@@ -284,9 +293,18 @@ int weft__go_at(weft_fn fn, void *arg, const weft_go_opts *opts,
 {
     if (!fn)
         return WEFT_EINVAL;
-    if (!atomic_load(&weft__rt.running))
+    if (weft_in_coroutine()) {
+        /* A coroutine's P outlives the call, so the gate is not needed. */
+        int err = weft__sched_spawn(fn, arg, opts, file, line);
+        if (err == 0)
+            weft__sched_spawn_backoff();
+        return err;
+    }
+    if (!weft__gate_enter())
         return WEFT_EINVAL;
-    return weft__sched_spawn(fn, arg, opts, file, line);
+    int err = weft__sched_spawn(fn, arg, opts, file, line);
+    weft__gate_leave();
+    return err;
 }
 
 /* Function forms of the macros, for callers that take their address. */
@@ -341,12 +359,18 @@ bool weft_in_coroutine(void)
 
 int weft_maxprocs(void)
 {
-    return atomic_load(&weft__rt.running) ? weft__rt.nprocs : 0;
+    if (!weft__gate_enter())
+        return 0;
+    int n = weft__rt.nprocs;
+    weft__gate_leave();
+    return n;
 }
 
 int64_t weft_num_coroutines(void)
 {
-    if (!atomic_load(&weft__rt.running))
+    if (!weft__gate_enter())
         return 0;
-    return weft__sched_live();
+    int64_t n = weft__sched_live();
+    weft__gate_leave();
+    return n;
 }

@@ -129,6 +129,44 @@ static void keep_errno(void *arg)
     weft_wg_done(&s->wg);
 }
 
+typedef struct errno_kept {
+    weft_wg wg;
+    _Atomic int changed;
+} errno_kept;
+
+static void errno_across_calls(void *arg)
+{
+    errno_kept *k = arg;
+    for (int i = 0; i < 200; i++) {
+        errno_set(4242);
+        weft_sleep(WEFT_US(10));
+        if (errno_get() != 4242)
+            atomic_fetch_add(&k->changed, 1);
+        errno_set(4343);
+        weft_yield();
+        if (errno_get() != 4343)
+            atomic_fetch_add(&k->changed, 1);
+    }
+    weft_wg_done(&k->wg);
+}
+
+/* Successful calls leave errno alone, even when the runtime's own futex
+ * waits fail with EAGAIN on the way. */
+static void test_errno_kept_by_successful_calls(void **state)
+{
+    (void)state;
+    weft_config cfg = { .maxprocs = 2 };
+    assert_int_equal(weft_init(&cfg), 0);
+    errno_kept k = {0};
+    int n = 64;
+    weft_wg_add(&k.wg, n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(weft_go(errno_across_calls, &k), 0);
+    weft_wg_wait(&k.wg);
+    assert_int_equal(atomic_load(&k.changed), 0);
+    assert_int_equal(weft_shutdown(), 0);
+}
+
 static void test_errno_per_coroutine(void **state)
 {
     (void)state;
@@ -242,6 +280,53 @@ static int overflow_main(void *arg)
     return 0; /* not reached: the overflow faults first */
 }
 
+/* A frame much larger than the guard page. Compiled with stack-clash
+ * protection (the library's interface adds it), the frame is probed page by
+ * page and the probe hits the guard. */
+__attribute__((noinline)) static int big_frame(int seed)
+{
+    volatile char block[100 * 1024];
+    block[0] = (char)seed;
+    block[sizeof block - 1] = (char)seed;
+    return block[0] + block[sizeof block - 1];
+}
+
+static void run_big_frame(void *arg)
+{
+    deep *d = arg;
+    d->ok = big_frame((int)d->bytes) != 0;
+    weft_wg_done(&d->wg);
+}
+
+static int big_frame_main(void *arg)
+{
+    (void)arg;
+    deep d = { .bytes = 7 };
+    weft_go_opts opts = { .stack_size = 32 * 1024 };
+    weft_wg_add(&d.wg, 1);
+    weft_go_with(run_big_frame, &d, &opts);
+    weft_wg_wait(&d.wg);
+    return 0; /* not reached: the probe faults first */
+}
+
+static void test_big_frame_hits_guard(void **state)
+{
+    (void)state;
+#if TEST_SANITIZED
+    skip(); /* the sanitizers report the overflow in their own way */
+#endif
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        _exit(weft_main(big_frame_main, NULL) == 0 ? 0 : 3);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGSEGV);
+}
+
 static void test_guard_page_faults(void **state)
 {
     (void)state;
@@ -322,9 +407,11 @@ int main(void)
         cmocka_unit_test(test_fp_state_survives_switches),
         cmocka_unit_test(test_fp_state_inherited),
         cmocka_unit_test(test_errno_per_coroutine),
+        cmocka_unit_test(test_errno_kept_by_successful_calls),
         cmocka_unit_test(test_stacks_are_reused),
         cmocka_unit_test(test_stack_sizes_honoured),
         cmocka_unit_test(test_guard_page_faults),
+        cmocka_unit_test(test_big_frame_hits_guard),
         cmocka_unit_test(test_maps_per_coroutine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

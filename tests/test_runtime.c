@@ -142,8 +142,16 @@ static void test_bad_env_values(void **state)
     n = init_with_env("WEFT_STACK_SIZE", "12potatoes", err, sizeof err);
     assert_true(n >= 1 && n < 100);
     assert_non_null(strstr(err, "weft: warning: invalid WEFT_STACK_SIZE"));
-    n = init_with_env("WEFT_STACK_SIZE", "64k", err, sizeof err);
-    assert_string_equal(err, "");
+    const char *good_sizes[] = { "64k", "64kb", "64KiB", "1m", "1MiB", "65536" };
+    for (size_t i = 0; i < sizeof good_sizes / sizeof good_sizes[0]; i++) {
+        init_with_env("WEFT_STACK_SIZE", good_sizes[i], err, sizeof err);
+        assert_string_equal(err, "");
+    }
+    const char *bad_sizes[] = { "64ki", "64kbb", "1t", "-1k", "4k", "2g" };
+    for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
+        init_with_env("WEFT_STACK_SIZE", bad_sizes[i], err, sizeof err);
+        assert_non_null(strstr(err, "weft: warning: invalid WEFT_STACK_SIZE"));
+    }
 }
 
 typedef struct spawn_from_thread {
@@ -256,6 +264,54 @@ static void test_shutdown_abandons_coroutines(void **state)
         assert_int_equal(weft_shutdown(), 0);
         assert_int_equal(weft_num_coroutines(), 0);
     }
+}
+
+typedef struct racer {
+    _Atomic int stop;
+    _Atomic long spawned;
+    _Atomic long refused;
+    _Atomic long other;
+} racer;
+
+static void *spawn_until_stopped(void *arg)
+{
+    racer *r = arg;
+    while (!atomic_load(&r->stop)) {
+        int err = weft_go(noop, NULL);
+        if (err == 0)
+            atomic_fetch_add(&r->spawned, 1);
+        else if (err == WEFT_EINVAL)
+            atomic_fetch_add(&r->refused, 1);
+        else
+            atomic_fetch_add(&r->other, 1);
+        (void)weft_num_coroutines();
+        (void)weft_maxprocs();
+    }
+    return NULL;
+}
+
+/* Plain threads that keep spawning while the runtime shuts down get 0 or
+ * WEFT_EINVAL, never a crash or a use of freed memory (the sanitizer builds
+ * check the latter). */
+static void test_spawn_racing_shutdown(void **state)
+{
+    (void)state;
+    racer r = {0};
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, spawn_until_stopped, &r), 0);
+    for (int round = 0; round < SCALE(200); round++) {
+        assert_int_equal(weft_init(NULL), 0);
+        assert_int_equal(weft_go(noop, NULL), 0);
+        assert_int_equal(weft_shutdown(), 0);
+    }
+    atomic_store(&r.stop, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    print_message("spawned %ld, refused %ld\n", atomic_load(&r.spawned),
+                  atomic_load(&r.refused));
+    assert_int_equal(atomic_load(&r.other), 0);
+    assert_true(atomic_load(&r.refused) > 0);
 }
 
 static void test_error_names(void **state)
@@ -397,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_spawn_from_plain_threads),
         cmocka_unit_test(test_main_returns_result),
         cmocka_unit_test(test_shutdown_abandons_coroutines),
+        cmocka_unit_test(test_spawn_racing_shutdown),
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_duration_macros),
         cmocka_unit_test(test_sleep_never_early),

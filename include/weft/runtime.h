@@ -32,7 +32,7 @@ typedef struct weft_config {
 /* Per-spawn options for weft_go_with. */
 typedef struct weft_go_opts {
     size_t stack_size; /* 0: the runtime's default */
-    const char *name;  /* shown by diagnostics; copied, may be NULL */
+    const char *name;  /* kept for diagnostics; copied, may be NULL */
 } weft_go_opts;
 
 /* Start the runtime, run main_fn as the first coroutine, shut down when it
@@ -70,8 +70,9 @@ int weft__go_at(weft_fn fn, void *arg, const weft_go_opts *opts,
 /* Let other coroutines run. Outside a coroutine, yields the thread. */
 void weft_yield(void);
 
-/* Wait at least ns nanoseconds. Returns 0, or WEFT_EINVAL when the runtime
- * is not running. ns <= 0 yields. */
+/* Wait at least ns nanoseconds; returns 0. A coroutine parks; a plain
+ * thread sleeps in the kernel, with or without a running runtime. ns <= 0
+ * yields. */
 int weft_sleep(int64_t ns);
 
 int64_t weft_now(void);        /* monotonic clock, nanoseconds */

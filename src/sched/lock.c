@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "lock.h"
 
+#include <errno.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -14,15 +15,22 @@
  * the other thread runs on another CPU. */
 #define LOCK_SPINS 100
 
+/* Both wrappers keep errno: they run inside API calls that succeed, and a
+ * futex wait that finds the word already changed fails with EAGAIN, which
+ * must not leak into the caller's errno. */
 void weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected)
 {
+    int saved = errno;
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL,
             NULL, 0);
+    errno = saved;
 }
 
 void weft__futex_wake(_Atomic uint32_t *addr, int n)
 {
+    int saved = errno;
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    errno = saved;
 }
 
 void weft__lock_acquire_slow(_Atomic uint32_t *word)

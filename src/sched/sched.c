@@ -79,6 +79,47 @@ typedef struct weft__gchunk {
 
 weft__sched weft__rt;
 
+/*
+ * The entry gate. Calls that reach the scheduler from outside its Ps (a
+ * plain thread's weft_go, a plain thread or the poller making a coroutine
+ * ready) enter the gate first. weft_shutdown closes it and waits for the
+ * calls inside to leave before it stops the Ps and frees them, so no such
+ * call can touch freed scheduler state; calls that find it closed fail
+ * (weft_go returns WEFT_EINVAL) or do nothing (a ready for a coroutine that
+ * is being abandoned anyway). The word counts the calls inside, with
+ * GATE_CLOSED set while the runtime is not accepting them. It starts closed
+ * and weft_init opens it once everything is running.
+ */
+#define GATE_CLOSED ((uint64_t)1 << 63)
+static _Atomic uint64_t gate = GATE_CLOSED;
+
+bool weft__gate_enter(void)
+{
+    if (atomic_fetch_add(&gate, 1) & GATE_CLOSED) {
+        atomic_fetch_sub(&gate, 1);
+        return false;
+    }
+    return true;
+}
+
+void weft__gate_leave(void)
+{
+    atomic_fetch_sub(&gate, 1);
+}
+
+void weft__gate_open(void)
+{
+    atomic_fetch_and(&gate, ~GATE_CLOSED);
+}
+
+void weft__gate_close(void)
+{
+    atomic_fetch_or(&gate, GATE_CLOSED);
+    /* Calls inside only queue work or take a short lock, so this is brief. */
+    while ((atomic_load(&gate) & ~GATE_CLOSED) != 0)
+        sched_yield();
+}
+
 /* initial-exec: a plain load from the thread pointer, also in the shared
  * library, which is linked at start-up rather than loaded with dlopen. */
 static _Thread_local weft__p *tls_p __attribute__((tls_model("initial-exec")));
@@ -180,6 +221,15 @@ static void gq_put_locked(weft__g *head, weft__g *tail, int64_t n)
     weft__rt.gq_tail = tail;
     /* Publishes the work for the submitter/spinner protocol. */
     atomic_fetch_add(&weft__rt.gq_size, n);
+}
+
+/* Put one G on the global queue. */
+static void gq_put_one(weft__g *g)
+{
+    weft__lock_acquire(&weft__rt.lock);
+    gq_put_locked(g, g, 1);
+    weft__lock_release(&weft__rt.lock);
+    atomic_fetch_add_explicit(&weft__rt.global_pushes, 1, memory_order_relaxed);
 }
 
 static weft__g *gq_pop_locked(void)
@@ -847,17 +897,25 @@ void weft__ready(weft__parker *parker)
     }
 
     weft__g *g = (weft__g *)parker;
-    atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
     weft__p *p = weft__p_self();
-    if (p && p->curg) {
-        runq_put(p, g, true);
-    } else {
-        weft__lock_acquire(&weft__rt.lock);
-        gq_put_locked(g, g, 1);
-        weft__lock_release(&weft__rt.lock);
-        atomic_fetch_add_explicit(&weft__rt.global_pushes, 1, memory_order_relaxed);
+    if (p) {
+        /* On a P (its G or g0): the Ps outlive every such call. */
+        atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+        if (p->curg)
+            runq_put(p, g, true);
+        else
+            gq_put_one(g);
+        wake_if_needed();
+        return;
     }
+    /* From outside the Ps. A closed gate means the runtime is stopping and
+     * g is abandoned with every other coroutine. */
+    if (!weft__gate_enter())
+        return;
+    atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+    gq_put_one(g);
     wake_if_needed();
+    weft__gate_leave();
 }
 
 /* ---- Spawn and yield ---------------------------------------------------- */
@@ -914,13 +972,15 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
         runq_put(p, g, true);
     } else {
         atomic_fetch_add(&weft__rt.outside_spawned, 1);
-        weft__lock_acquire(&weft__rt.lock);
-        gq_put_locked(g, g, 1);
-        weft__lock_release(&weft__rt.lock);
-        atomic_fetch_add_explicit(&weft__rt.global_pushes, 1, memory_order_relaxed);
+        gq_put_one(g);
     }
     wake_if_needed();
+    return 0;
+}
 
+void weft__sched_spawn_backoff(void)
+{
+    weft__p *p = weft__p_self();
     /* A coroutine that spawns in a loop would fill the local queue and
      * then push half of it to the global queue again and again. A burst of
      * a million spawns would then hold a million records and stack
@@ -934,7 +994,6 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
         if (t - h >= SPAWN_YIELD_QUEUE)
             switch_away(p, p->curg, WEFT__POST_YIELD);
     }
-    return 0;
 }
 
 void weft__sched_yield(void)
@@ -977,11 +1036,9 @@ static void *p_main(void *arg)
             stop_spinning(p);
         execute(p, g);
     }
-    if (p->spinning) {
-        p->spinning = false;
-        atomic_fetch_sub(&weft__rt.nmspinning, 1);
-    }
-
+    /* p->spinning is not read here: while the runtime stops, a waker may
+     * still be handing this P the spinning slot, and the count no longer
+     * matters. */
     p_self_set(NULL);
     return NULL;
 }

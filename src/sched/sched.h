@@ -195,6 +195,15 @@ void weft__sched_stop(void);
 void weft__sched_term(void);
 int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
                       const char *file, int line);
+/* Yield a spawning coroutine whose local queue is getting full; call after
+ * leaving the entry gate. */
+void weft__sched_spawn_backoff(void);
+
+/* The entry gate for calls from outside the Ps; see sched.c. */
+bool weft__gate_enter(void);
+void weft__gate_leave(void);
+void weft__gate_open(void);
+void weft__gate_close(void);
 void weft__sched_yield(void);
 int64_t weft__sched_live(void);
 
