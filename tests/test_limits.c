@@ -62,8 +62,8 @@ static int spawn_until_enomem(long limit)
     weft_wg_wait(&c.done);
     /* A coroutine that called done may not have returned yet: wait, with
      * a bound, for every one to exit. */
-    int64_t limit = weft_now() + WEFT_SEC(30);
-    while (weft_num_coroutines() > 0 && weft_now() < limit)
+    int64_t deadline = weft_now() + WEFT_SEC(30);
+    while (weft_num_coroutines() > 0 && weft_now() < deadline)
         sched_yield();
     if (weft_num_coroutines() > 0)
         return 12;
