@@ -254,11 +254,17 @@ static bool runq_put_slow(weft__p *p, weft__g *g, uint32_t head, uint32_t tail)
  * the tail). Owner only. */
 static void runq_put(weft__p *p, weft__g *g, bool next)
 {
+    /* The store of tail below is the submitter half of "Spinning" when it
+     * is the only publication of new work. A put into runnext publishes
+     * with the exchange instead (any_work checks runnext too), so the G it
+     * displaces only needs release ordering. */
+    bool seq_cst = weft__rt.nprocs > 1;
     if (next) {
         weft__g *old = atomic_exchange(&p->runnext, g);
         if (!old)
             return;
         g = old;
+        seq_cst = false;
     }
     for (;;) {
         /* Pairs with the CAS on runq_head by consumers: a slot is reused
@@ -268,12 +274,12 @@ static void runq_put(weft__p *p, weft__g *g, bool next)
         if (t - h < WEFT__RUNQ_SIZE) {
             atomic_store_explicit(&p->runq[t % WEFT__RUNQ_SIZE], g,
                                   memory_order_relaxed);
-            /* Release pairs with the thieves' acquire load of tail. With
-             * other Ps the store must also be sequentially consistent: it
-             * is the submitter half of "Spinning", and without preemption
-             * a g that only an idle P could run might otherwise wait for
-             * as long as the owner's current coroutine computes. */
-            if (weft__rt.nprocs > 1)
+            /* Release pairs with the thieves' acquire load of tail. When
+             * this store publishes new work to other Ps it must also be
+             * sequentially consistent, or an idle P's recheck could miss
+             * it, and without preemption the work could then wait for as
+             * long as the owner's current coroutine computes. */
+            if (seq_cst)
                 atomic_store(&p->runq_tail, t + 1);
             else
                 atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release);
