@@ -73,7 +73,9 @@ struct weft__stack_class {
     size_t ncold;
 };
 
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Adaptive: holders keep it for a batch move of at most a few dozen list
+ * links, so a contender spins briefly instead of sleeping in the kernel. */
+static pthread_mutex_t pool_lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
 static weft__stack_class *classes;    /* guarded by pool_lock */
 static weft__stack_class *default_class;
 static slab *slabs;                   /* guarded by pool_lock */
