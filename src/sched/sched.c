@@ -638,11 +638,12 @@ static weft__g *g_alloc(weft__p *p)
     }
     weft__lock_acquire(&weft__rt.lock);
     if (!weft__rt.gfree) {
-        weft__gchunk *c = calloc(1, sizeof *c);
-        if (!c) {
+        weft__gchunk *c = NULL;
+        if (posix_memalign((void **)&c, _Alignof(weft__g), sizeof *c) != 0) {
             weft__lock_release(&weft__rt.lock);
             return NULL;
         }
+        memset(c, 0, sizeof *c);
         c->next = weft__rt.chunks;
         weft__rt.chunks = c;
         for (int i = GCHUNK_SIZE; i-- > 0;) {

@@ -74,8 +74,10 @@ enum weft__g_state {
     WEFT__G_WAITING,    /* parked */
 };
 
+/* 128 bytes, aligned to cache lines so a record spans exactly two: a
+ * record usually moves between CPUs when a thief takes its G. */
 typedef struct weft__g {
-    weft__parker parker;        /* first, so a parker casts to its G */
+    _Alignas(64) weft__parker parker; /* first, so a parker casts to its G */
     /* Fixed while the G lives. */
     weft_fn fn;
     void *arg;
