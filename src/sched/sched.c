@@ -18,9 +18,9 @@
  * queued and a P is idle, either some P is spinning (and will look at that
  * work before it stops spinning) or the submitter wakes an idle P. Both
  * sides use sequentially consistent atomics in this order:
- *   submitter: publish the G (runq tail store or gq_size store), then load
- *              npidle and nmspinning; if npidle > 0 and nmspinning == 0,
- *              wakep().
+ *   submitter: publish the G (runnext exchange, runq tail store or gq_size
+ *              update), then load npidle and nmspinning; if npidle > 0 and
+ *              nmspinning == 0, wakep().
  *   spinner:   decrement nmspinning, then load every run queue and gq_size;
  *              if any has work, leave the idle list again.
  * A P that registers itself idle increments npidle before the same recheck.
@@ -31,11 +31,14 @@
  *
  * Locking: sched.lock (a weft__lock) guards the global queue, the idle list,
  * the shared G free list and the chunk list. It is never held while
- * switching or while taking any other lock, except stack.c's pool lock,
- * which nests inside nothing of the scheduler's.
+ * switching or while taking another lock. stack.c's pool lock is a leaf.
  *
  * Callers: weft__park and weft__ready from coroutines or plain threads;
- * everything named p_* only from the P's own thread.
+ * the run-queue owner functions only from the P's own thread.
+ *
+ * Other named explanations below: "The entry gate" (calls from outside the
+ * Ps during shutdown) and "Switching" (direct switches between Gs and the
+ * post actions that follow them).
  */
 #define _GNU_SOURCE
 #include "sched.h"
