@@ -188,6 +188,10 @@ static bool debug_guard_mprotect(void)
 
 int weft_init(const weft_config *cfg)
 {
+    /* A coroutine would block its P on life_lock while weft_shutdown holds
+     * it waiting for that very P. */
+    if (weft_in_coroutine())
+        return WEFT_EINVAL;
     int maxprocs = 0;
     size_t stack_size = 0;
     if (cfg) {
@@ -293,17 +297,23 @@ int weft__go_at(weft_fn fn, void *arg, const weft_go_opts *opts,
 {
     if (!fn)
         return WEFT_EINVAL;
+    /* Mapping a new stack slab can fail a probe on the way (an older
+     * kernel's madvise) and still succeed; errno stays the caller's. */
+    int saved_errno = errno;
+    int err;
     if (weft_in_coroutine()) {
         /* A coroutine's P outlives the call, so the gate is not needed. */
-        int err = weft__sched_spawn(fn, arg, opts, file, line);
+        err = weft__sched_spawn(fn, arg, opts, file, line);
+        errno = saved_errno;
         if (err == 0)
             weft__sched_spawn_backoff();
         return err;
     }
     if (!weft__gate_enter())
         return WEFT_EINVAL;
-    int err = weft__sched_spawn(fn, arg, opts, file, line);
+    err = weft__sched_spawn(fn, arg, opts, file, line);
     weft__gate_leave();
+    errno = saved_errno;
     return err;
 }
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -93,6 +94,27 @@ static void test_config_maxprocs(void **state)
     unsetenv("WEFT_MAXPROCS");
 }
 
+/* Read fd to its end, keeping the first len - 1 bytes as a string in buf.
+ * Reading on past a full buffer keeps a chatty child (a sanitizer report)
+ * from dying of SIGPIPE. */
+static void read_all(int fd, char *buf, size_t len)
+{
+    size_t got = 0;
+    char sink[512];
+    ssize_t r;
+    for (;;) {
+        if (got + 1 < len)
+            r = read(fd, buf + got, len - 1 - got);
+        else
+            r = read(fd, sink, sizeof sink);
+        if (r <= 0)
+            break;
+        if (got + 1 < len)
+            got += (size_t)r;
+    }
+    buf[got] = '\0';
+}
+
 /* Run weft_init with WEFT_MAXPROCS=value in a child; return the child's
  * stderr in buf and maxprocs as exit status. */
 static int init_with_env(const char *name, const char *value, char *buf, size_t len)
@@ -112,11 +134,7 @@ static int init_with_env(const char *name, const char *value, char *buf, size_t 
         _exit(n);
     }
     close(fds[1]);
-    size_t got = 0;
-    ssize_t r;
-    while (got + 1 < len && (r = read(fds[0], buf + got, len - 1 - got)) > 0)
-        got += (size_t)r;
-    buf[got] = '\0';
+    read_all(fds[0], buf, len);
     close(fds[0]);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -314,6 +332,55 @@ static void test_spawn_racing_shutdown(void **state)
     assert_true(atomic_load(&r.refused) > 0);
 }
 
+static void wait_on(void *arg)
+{
+    weft_wg_wait(arg);
+}
+
+/* Child: a coroutine waits on a wait group, the runtime shuts down, and the
+ * wait group is used again. */
+static void wg_after_shutdown_child(void)
+{
+    weft_wg wg = {0};
+    weft_wg_add(&wg, 1);
+    if (weft_init(NULL) != 0 || weft_go(wait_on, &wg) != 0)
+        _exit(20);
+    /* Wait, bounded, until the coroutine is linked as a waiter. */
+    int64_t limit = weft_now() + WEFT_SEC(30);
+    while (__atomic_load_n(&wg.coroutine_waiters, __ATOMIC_ACQUIRE) == 0 &&
+           weft_now() < limit)
+        sched_yield();
+    weft_shutdown();
+    weft_wg_done(&wg); /* must abort with a message, not touch freed memory */
+    _exit(0);
+}
+
+static void test_wg_after_shutdown_is_fatal(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        wg_after_shutdown_child();
+    }
+    close(fds[1]);
+    /* Large: under ThreadSanitizer the child also reports the test's own
+     * unlocked peek at coroutine_waiters before the fatal message. */
+    static char err[65536];
+    read_all(fds[0], err, sizeof err);
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+    if (!strstr(err, "weft: fatal: wait group used after weft_shutdown"))
+        fail_msg("unexpected stderr from the child: %s", err);
+}
+
 static void test_error_names(void **state)
 {
     (void)state;
@@ -454,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_main_returns_result),
         cmocka_unit_test(test_shutdown_abandons_coroutines),
         cmocka_unit_test(test_spawn_racing_shutdown),
+        cmocka_unit_test(test_wg_after_shutdown_is_fatal),
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_duration_macros),
         cmocka_unit_test(test_sleep_never_early),

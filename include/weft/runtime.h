@@ -43,8 +43,9 @@ int weft_main_config(const weft_config *cfg, int (*main_fn)(void *arg),
                      void *arg);
 
 /* Start the runtime for a program that keeps its own main thread. cfg may be
- * NULL. Returns WEFT_EINVAL when the runtime already runs or cfg is invalid,
- * WEFT_ENOMEM when threads or memory cannot be had. */
+ * NULL. Returns WEFT_EINVAL when the runtime already runs, cfg is invalid or
+ * the caller is a coroutine, WEFT_ENOMEM when threads or memory cannot be
+ * had. */
 int weft_init(const weft_config *cfg);
 
 /* Stop the runtime. Every coroutine still alive, blocked or runnable, is
@@ -70,9 +71,9 @@ int weft__go_at(weft_fn fn, void *arg, const weft_go_opts *opts,
 /* Let other coroutines run. Outside a coroutine, yields the thread. */
 void weft_yield(void);
 
-/* Wait at least ns nanoseconds; returns 0. A coroutine parks; a plain
- * thread sleeps in the kernel, with or without a running runtime. ns <= 0
- * yields. */
+/* Wait at least ns nanoseconds. A coroutine parks; a plain thread sleeps in
+ * the kernel, with or without a running runtime. ns <= 0 yields. Returns 0,
+ * or WEFT_ENOMEM when the timer heap cannot grow. */
 int weft_sleep(int64_t ns);
 
 int64_t weft_now(void);        /* monotonic clock, nanoseconds */

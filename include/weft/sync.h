@@ -18,13 +18,16 @@ extern "C" {
  * tasks drops to zero. weft_wg_add with a positive delta must happen before
  * the matching weft_wg_wait may observe zero. A negative counter is fatal.
  * A wait group may be freed or reused as soon as every weft_wg_wait on it
- * has returned.
+ * has returned. Coroutines waiting on it when the runtime shuts down are
+ * abandoned with it; using the wait group after that is fatal.
  */
 typedef struct weft_wg {
     uint64_t state;     /* private: counter in the high half, waiters low */
-    uint32_t lock;      /* private: guards the two fields below */
+    uint32_t lock;      /* private: guards the fields below */
     uint32_t wakeups;   /* private: wakeups granted, not yet taken */
     void *waiters;      /* private: parked waiters, newest first */
+    uint32_t coroutine_waiters; /* private: parked waiters that are coroutines */
+    uint32_t generation; /* private: the runtime those coroutines belong to */
 } weft_wg;
 
 void weft_wg_add(weft_wg *wg, int64_t delta);

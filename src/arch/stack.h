@@ -78,7 +78,7 @@ void weft__stack_cache_drain(weft__stack_cache *cache);
 /* True when guard pages come from MADV_GUARD_INSTALL. */
 bool weft__stack_guard_is_madvise(void);
 
-/* Number of stacks held free in caches and the shared pool. */
+/* Number of stacks held free in the shared pool (P caches not included). */
 int64_t weft__stack_cached_count(void);
 
 #endif /* WEFT_ARCH_STACK_H */

@@ -96,6 +96,13 @@ weft__sched weft__rt;
 #define GATE_CLOSED ((uint64_t)1 << 63)
 static _Atomic uint64_t gate = GATE_CLOSED;
 
+static _Atomic uint32_t generation;
+
+uint32_t weft__generation(void)
+{
+    return atomic_load_explicit(&generation, memory_order_relaxed);
+}
+
 bool weft__gate_enter(void)
 {
     if (atomic_fetch_add(&gate, 1) & GATE_CLOSED) {
@@ -776,6 +783,15 @@ static void post_switch(weft__p *p)
     case WEFT__POST_YIELD:
         atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
         runq_put(p, g, false);
+        /* The "Spinning" invariant: g is new work for an idle P, which may
+         * have checked this queue while switch_away had just emptied it. */
+        wake_if_needed();
+        break;
+    case WEFT__POST_BACKOFF:
+        /* A spawner stepping back: each of its spawns already woke an idle
+         * P if one was needed, so no wake here. */
+        atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+        runq_put(p, g, false);
         break;
     case WEFT__POST_EXIT:
 #ifdef WEFT_TSAN
@@ -821,7 +837,7 @@ static void execute(weft__p *p, weft__g *g)
 static void switch_away(weft__p *p, weft__g *g, int post)
 {
     weft__g *next = pick_local(p);
-    if (!next && post == WEFT__POST_YIELD &&
+    if (!next && (post == WEFT__POST_YIELD || post == WEFT__POST_BACKOFF) &&
         !atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
         return;
 
@@ -1002,7 +1018,7 @@ void weft__sched_spawn_backoff(void)
         uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_relaxed);
         uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
         if (t - h >= SPAWN_YIELD_QUEUE)
-            switch_away(p, p->curg, WEFT__POST_YIELD);
+            switch_away(p, p->curg, WEFT__POST_BACKOFF);
     }
 }
 
@@ -1058,6 +1074,7 @@ int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect)
     memset(&weft__rt, 0, sizeof weft__rt);
     weft__rt.nprocs = nprocs;
     weft__rt.stack_size = stack_size;
+    atomic_fetch_add(&generation, 1);
     atomic_store(&weft__rt.id_gen, 1);
     int err = weft__stacks_init(stack_size, force_mprotect);
     if (err)
@@ -1087,13 +1104,15 @@ int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect)
     for (int i = 0; i < nprocs; i++) {
         weft__p *p = weft__rt.ps[i];
         if (pthread_create(&p->thread, NULL, p_main, p) != 0) {
-            /* Stop the threads already started. */
-            weft__rt.nprocs = i;
+            /* Stop the threads already started; the Ps without one are
+             * idle records that they may steal from harmlessly. */
+            weft__rt.started = i;
             weft__sched_stop();
             weft__sched_term();
             return -ENOMEM;
         }
     }
+    weft__rt.started = nprocs;
     return 0;
 }
 
@@ -1103,9 +1122,9 @@ int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect)
 void weft__sched_stop(void)
 {
     atomic_store(&weft__rt.stopping, 1);
-    for (int i = 0; i < weft__rt.nprocs; i++)
+    for (int i = 0; i < weft__rt.started; i++)
         note_post(weft__rt.ps[i]);
-    for (int i = 0; i < weft__rt.nprocs; i++)
+    for (int i = 0; i < weft__rt.started; i++)
         pthread_join(weft__rt.ps[i]->thread, NULL);
     atomic_store(&weft__rt.running, 0);
 }

@@ -101,7 +101,7 @@ typedef struct weft__g {
 
 /* Post actions g0 carries out after a G switches away. */
 enum weft__post { WEFT__POST_NONE = 0, WEFT__POST_PARK, WEFT__POST_YIELD,
-                  WEFT__POST_EXIT };
+                  WEFT__POST_BACKOFF, WEFT__POST_EXIT };
 
 #define WEFT__RUNQ_SIZE 256u
 
@@ -157,7 +157,8 @@ typedef struct weft__p {
 typedef struct weft__sched {
     _Atomic int running;         /* 1 between init and shutdown */
     _Atomic int stopping;        /* set by shutdown: Ps leave their loops */
-    int nprocs;
+    int nprocs;                  /* Ps allocated; fixed while running */
+    int started;                 /* Ps whose thread was started */
     weft__p **ps;
     size_t stack_size;           /* default usable stack bytes */
 
@@ -200,6 +201,9 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
 /* Yield a spawning coroutine whose local queue is getting full; call after
  * leaving the entry gate. */
 void weft__sched_spawn_backoff(void);
+
+/* Number of the running (or last) runtime; weft_init increments it. */
+uint32_t weft__generation(void);
 
 /* The entry gate for calls from outside the Ps; see sched.c. */
 bool weft__gate_enter(void);

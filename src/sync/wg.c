@@ -17,7 +17,10 @@
  *        A waiter that registered but has not linked yet takes its granted
  *        wakeup when it gets the lock, without parking.
  * Invariants: wakeups + waiters on the list never exceed the registered
- * waiters of the round being released.
+ * waiters of the round being released. coroutine_waiters counts the
+ * coroutines on the list, all of the runtime numbered generation; their
+ * records vanish at shutdown, so a wait group still holding them afterwards
+ * is a fatal misuse rather than a read of unmapped memory.
  * Locking: wg->lock is a leaf, never held across ready.
  * Callers: coroutines and plain threads.
  */
@@ -51,14 +54,28 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
     if (count > 0 || waiters == 0)
         return;
 
+    /* Coroutine waiters' records live on their stacks, which shutdown
+     * unmaps. From outside the Ps, hold the runtime's entry gate until the
+     * last ready, so shutdown cannot free them meanwhile. */
+    bool outside = weft__p_self() == NULL;
+    bool gated = outside && weft__gate_enter();
+
     /* Counter is zero with waiters: this round is over. A waiter that reads
      * zero does not register, so the word can only have changed if another
-     * add started a new round concurrently, which Go also rejects. */
-    if (!atomic_compare_exchange_strong(WG_STATE(wg), &s, 0))
-        weft__fatal("wait group misused: add called concurrently with wait");
+     * add started a new round concurrently, which Go also rejects. The
+     * reset happens under the lock, so a waiter of a new round links itself
+     * only after this round's waiters are taken. */
     weft__lock_acquire(WG_LOCK(wg));
+    if (!atomic_compare_exchange_strong(WG_STATE(wg), &s, 0))
+        weft__fatal("wait group misused: add called concurrently with wait, "
+                    "or the wait group was reused before a wait returned");
+    if (wg->coroutine_waiters > 0 &&
+        ((outside && !gated) || wg->generation != weft__generation()))
+        weft__fatal("wait group used after weft_shutdown abandoned the "
+                    "coroutines waiting on it");
     wg_waiter *list = wg->waiters;
     wg->waiters = NULL;
+    wg->coroutine_waiters = 0;
     uint32_t linked = 0;
     for (wg_waiter *w = list; w; w = w->next)
         linked++;
@@ -70,6 +87,8 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
         /* w lives on the parked waiter's stack; read it before ready. */
         weft__ready(w->parker);
     }
+    if (gated)
+        weft__gate_leave();
 }
 
 void weft_wg_done(weft_wg *wg)
@@ -102,6 +121,14 @@ void weft_wg_wait(weft_wg *wg)
         return;
     }
     wg_waiter self = { .next = wg->waiters, .parker = weft__parker_self() };
+    if (self.parker->kind == WEFT__PARKER_G) {
+        uint32_t generation = weft__generation();
+        if (wg->coroutine_waiters > 0 && wg->generation != generation)
+            weft__fatal("wait group used after weft_shutdown abandoned the "
+                        "coroutines waiting on it");
+        wg->coroutine_waiters++;
+        wg->generation = generation;
+    }
     wg->waiters = &self;
     weft__park(wg_unlock, wg, WEFT__WAIT_WAITGROUP);
 }
