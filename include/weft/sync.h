@@ -19,15 +19,17 @@ extern "C" {
  * the matching weft_wg_wait may observe zero. A negative counter is fatal.
  * A wait group may be freed or reused as soon as every weft_wg_wait on it
  * has returned. Coroutines waiting on it when the runtime shuts down are
- * abandoned with it; using the wait group after that is fatal.
+ * abandoned with the runtime; plain threads waiting on it are still woken
+ * when the counter reaches zero.
  */
 typedef struct weft_wg {
     uint64_t state;     /* private: counter in the high half, waiters low */
     uint32_t lock;      /* private: guards the fields below */
     uint32_t wakeups;   /* private: wakeups granted, not yet taken */
-    void *waiters;      /* private: parked waiters, newest first */
-    uint32_t coroutine_waiters; /* private: parked waiters that are coroutines */
-    uint32_t generation; /* private: the runtime those coroutines belong to */
+    void *thread_waiters;    /* private: parked plain threads */
+    void *coroutine_waiters; /* private: parked coroutines */
+    uint32_t ncoroutines;    /* private: length of coroutine_waiters */
+    uint32_t generation;     /* private: the runtime those coroutines run in */
 } weft_wg;
 
 void weft_wg_add(weft_wg *wg, int64_t delta);

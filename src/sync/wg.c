@@ -17,10 +17,11 @@
  *        A waiter that registered but has not linked yet takes its granted
  *        wakeup when it gets the lock, without parking.
  * Invariants: wakeups + waiters on the list never exceed the registered
- * waiters of the round being released. coroutine_waiters counts the
- * coroutines on the list, all of the runtime numbered generation; their
- * records vanish at shutdown, so a wait group still holding them afterwards
- * is a fatal misuse rather than a read of unmapped memory.
+ * waiters of the round being released. Plain threads and coroutines wait
+ * on separate lists: the coroutines all belong to the runtime numbered
+ * generation, and their records vanish when it shuts down, so a list from
+ * an earlier runtime is dropped without being read, while the threads on
+ * the other list are still woken.
  * Locking: wg->lock is a leaf, never held across ready.
  * Callers: coroutines and plain threads.
  */
@@ -38,6 +39,16 @@ typedef struct wg_waiter {
 
 #define WG_STATE(wg) ((_Atomic uint64_t *)&(wg)->state)
 #define WG_LOCK(wg) ((_Atomic uint32_t *)&(wg)->lock)
+
+static void ready_list(wg_waiter *list)
+{
+    while (list) {
+        wg_waiter *w = list;
+        list = w->next;
+        /* w lives on the parked waiter's stack; read it before ready. */
+        weft__ready(w->parker);
+    }
+}
 
 void weft_wg_add(weft_wg *wg, int64_t delta)
 {
@@ -69,24 +80,24 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
     if (!atomic_compare_exchange_strong(WG_STATE(wg), &s, 0))
         weft__fatal("wait group misused: add called concurrently with wait, "
                     "or the wait group was reused before a wait returned");
-    if (wg->coroutine_waiters > 0 &&
-        ((outside && !gated) || wg->generation != weft__generation()))
-        weft__fatal("wait group used after weft_shutdown abandoned the "
-                    "coroutines waiting on it");
-    wg_waiter *list = wg->waiters;
-    wg->waiters = NULL;
-    wg->coroutine_waiters = 0;
-    uint32_t linked = 0;
-    for (wg_waiter *w = list; w; w = w->next)
+    wg_waiter *threads = wg->thread_waiters;
+    wg_waiter *coroutines = wg->coroutine_waiters;
+    uint32_t linked = wg->ncoroutines;
+    /* Coroutines of a runtime that has shut down, or is shutting down
+     * while this thread is outside the gate, were abandoned with it: their
+     * records may be unmapped, so they are dropped unread. */
+    if (coroutines && ((outside && !gated) || wg->generation != weft__generation()))
+        coroutines = NULL;
+    wg->thread_waiters = NULL;
+    wg->coroutine_waiters = NULL;
+    wg->ncoroutines = 0;
+    for (wg_waiter *w = threads; w; w = w->next)
         linked++;
     wg->wakeups += waiters - linked;
     weft__lock_release(WG_LOCK(wg));
-    while (list) {
-        wg_waiter *w = list;
-        list = w->next;
-        /* w lives on the parked waiter's stack; read it before ready. */
-        weft__ready(w->parker);
-    }
+
+    ready_list(threads);
+    ready_list(coroutines);
     if (gated)
         weft__gate_leave();
 }
@@ -120,15 +131,22 @@ void weft_wg_wait(weft_wg *wg)
         weft__lock_release(WG_LOCK(wg));
         return;
     }
-    wg_waiter self = { .next = wg->waiters, .parker = weft__parker_self() };
+    wg_waiter self = { .next = NULL, .parker = weft__parker_self() };
     if (self.parker->kind == WEFT__PARKER_G) {
         uint32_t generation = weft__generation();
-        if (wg->coroutine_waiters > 0 && wg->generation != generation)
-            weft__fatal("wait group used after weft_shutdown abandoned the "
-                        "coroutines waiting on it");
-        wg->coroutine_waiters++;
+        if (wg->ncoroutines > 0 && wg->generation != generation) {
+            /* Left over from a runtime that shut down: drop the records
+             * unread, but keep counting them as linked, so the round's end
+             * grants no wakeups for them. */
+            wg->coroutine_waiters = NULL;
+        }
+        self.next = wg->coroutine_waiters;
+        wg->coroutine_waiters = &self;
+        wg->ncoroutines++;
         wg->generation = generation;
+    } else {
+        self.next = wg->thread_waiters;
+        wg->thread_waiters = &self;
     }
-    wg->waiters = &self;
     weft__park(wg_unlock, wg, WEFT__WAIT_WAITGROUP);
 }
