@@ -19,7 +19,7 @@ extern "C" {
  * the matching weft_wg_wait may observe zero. A negative counter is fatal.
  * A wait group may be freed or reused as soon as every weft_wg_wait on it
  * has returned. Coroutines waiting on it when the runtime shuts down are
- * abandoned with the runtime; plain threads waiting on it are still woken
+ * abandoned with the runtime. Plain threads waiting on it are still woken
  * when the counter reaches zero.
  */
 typedef struct weft_wg {

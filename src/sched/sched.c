@@ -87,7 +87,7 @@ weft__sched weft__rt;
  * plain thread's weft_go, a plain thread or the poller making a coroutine
  * ready) enter the gate first. weft_shutdown closes it and waits for the
  * calls inside to leave before it stops the Ps and frees them, so no such
- * call can touch freed scheduler state; calls that find it closed fail
+ * call can touch freed scheduler state. Calls that find it closed fail
  * (weft_go returns WEFT_EINVAL) or do nothing (a ready for a coroutine that
  * is being abandoned anyway). The word counts the calls inside, with
  * GATE_CLOSED set while the runtime is not accepting them. It starts closed

@@ -18,10 +18,10 @@
  *        wakeup when it gets the lock, without parking.
  * Invariants: wakeups + waiters on the list never exceed the registered
  * waiters of the round being released. Plain threads and coroutines wait
- * on separate lists: the coroutines all belong to the runtime numbered
- * generation, and their records vanish when it shuts down, so a list from
- * an earlier runtime is dropped without being read, while the threads on
- * the other list are still woken.
+ * on separate lists. The coroutines all belong to the runtime numbered
+ * generation, and their records vanish when it shuts down. So a list from
+ * an earlier runtime is dropped without being read, and the threads on the
+ * other list are still woken.
  * Locking: wg->lock is a leaf, never held across ready.
  * Callers: coroutines and plain threads.
  */
