@@ -80,9 +80,9 @@ static void yield_and_watch(void *arg)
     pthread_t first = current_thread();
     int moved = 0;
     for (int i = 0; i < 20000 && !moved; i++) {
-        /* A sleeper is made ready by the poller thread through the global
-         * queue, which whichever P looks first takes; yields alone might
-         * leave both Ps with equal local work and nothing to steal. */
+        /* The poller thread makes a sleeper ready through the global queue,
+         * and whichever P looks first takes it. Yields alone might leave
+         * both Ps with equal local work and nothing to steal. */
         if (i % 50 == 49)
             weft_sleep(WEFT_US(20));
         else

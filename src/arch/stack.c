@@ -11,9 +11,9 @@
  *  2. weft__stack_get takes from the P's cache (cold first: the stack is
  *     only a reservation until the coroutine runs), then refills the cache
  *     from the class's shared pool in batches, then from a new slab.
- *  3. weft__stack_prefer_warm runs just before a coroutine's first switch:
- *     an untouched stack is traded for a warm one from the cache (refilled
- *     from the pool's warm stacks when it has none), so coroutines that
+ *  3. weft__stack_prefer_warm runs just before a coroutine's first switch.
+ *     It trades an untouched stack for a warm one from the cache, which is
+ *     refilled from the pool's warm stacks when empty. So coroutines that
  *     pile up in run queues do not each fault in a page.
  *  4. weft__stack_put pushes onto the cache's warm list; a full cache
  *     moves half of it to the shared pool. The pool keeps at most
@@ -404,9 +404,9 @@ weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s)
 {
     if (!s->touched && cache && s->cls == default_class && !cache->warm &&
         atomic_load_explicit(&pool_warm, memory_order_relaxed) > 0) {
-        /* The pool has warm stacks (the hint may be stale; the refill
-         * checks under the lock): fetch a batch rather than fault in a
-         * fresh page. */
+        /* The pool has warm stacks, so fetch a batch rather than fault in
+         * a fresh page. The hint may be stale; the refill checks again
+         * under the lock. */
         pthread_mutex_lock(&pool_lock);
         cache_refill(cache, true);
         pthread_mutex_unlock(&pool_lock);

@@ -8,12 +8,12 @@
  * Sleep timers: a binary min-heap of (deadline, parker) ordered by deadline,
  * guarded by heap_lock. A sleeper inserts its entry, which lives on its own
  * stack, and parks. The unlock step releases heap_lock. When the entry is
- * the new earliest, the unlock step also wakes the loop so it re-arms. The loop arms one
- * timerfd (CLOCK_MONOTONIC, absolute, nanosecond resolution) at the
- * earliest deadline and watches it with uv_poll; on expiry it pops every
- * entry whose deadline has passed on the weft_now clock and makes each
- * ready after dropping the lock. A deadline is compared with weft_now, never
- * with libuv's cached millisecond clock, so a sleep never ends early.
+ * the new earliest, the unlock step also wakes the loop so it re-arms. The
+ * loop arms one timerfd (CLOCK_MONOTONIC, absolute, nanosecond resolution)
+ * at the earliest deadline and watches it with uv_poll. On expiry it pops
+ * every entry whose deadline has passed on the weft_now clock, and makes
+ * each ready after dropping the lock. A deadline is compared with weft_now,
+ * never with libuv's cached millisecond clock, so a sleep never ends early.
  *
  * Invariants: an entry is in the heap exactly while its sleeper is parked
  * or about to park. Locking: heap_lock is a leaf; ready is called without

@@ -11,7 +11,7 @@
  *      itself blocks its P's thread until the call returns.
  *   g0 the worker thread's own stack, where the scheduling loop runs. A
  *      coroutine that stops running switches to the P's next runnable G,
- *      or to g0 when there is none, and leaves a "post action" (park,
+ *      or to g0 when there is none. It leaves a "post action" (park,
  *      yield, exit) that the next runner carries out once the coroutine's
  *      stack is no longer in use (see "Switching" in sched.c).
  *   parker  what blocking primitives wait with: a G, or a plain thread that
