@@ -392,7 +392,7 @@ static int rows_init(row *rows, const options *opt)
                 1000000, 10000, 1000000, NULL);
 
     if (opt->only) {
-        int kept = 0;
+        int selected = 0;
         for (int i = 0; i < n; i++) {
             const char *p = strstr(opt->only, rows[i].workload);
             size_t len = strlen(rows[i].workload);
@@ -407,9 +407,9 @@ static int rows_init(row *rows, const options *opt)
                 p = strstr(p + 1, rows[i].workload);
             }
             if (listed)
-                rows[kept++] = rows[i];
+                rows[selected++] = rows[i];
         }
-        n = kept;
+        n = selected;
     }
     return n;
 }

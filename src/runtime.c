@@ -297,23 +297,14 @@ int weft__go_at(weft_fn fn, void *arg, const weft_go_opts *opts,
 {
     if (!fn)
         return WEFT_EINVAL;
-    /* Mapping a new stack slab can fail a probe on the way (an older
-     * kernel's madvise) and still succeed; errno stays the caller's. */
-    int saved_errno = errno;
-    int err;
-    if (weft_in_coroutine()) {
-        /* A coroutine's P outlives the call, so the gate is not needed. */
-        err = weft__sched_spawn(fn, arg, opts, file, line);
-        errno = saved_errno;
-        if (err == 0)
-            weft__sched_spawn_backoff();
-        return err;
-    }
+    /* A coroutine's P outlives the call, so only plain threads need the
+     * gate. */
+    if (weft_in_coroutine())
+        return weft__sched_spawn(fn, arg, opts, file, line);
     if (!weft__gate_enter())
         return WEFT_EINVAL;
-    err = weft__sched_spawn(fn, arg, opts, file, line);
+    int err = weft__sched_spawn(fn, arg, opts, file, line);
     weft__gate_leave();
-    errno = saved_errno;
     return err;
 }
 

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -309,22 +310,31 @@ static int big_frame_main(void *arg)
     return 0; /* not reached: the probe faults first */
 }
 
+/* Run weft_main(main_fn) in a child and assert that it dies of SIGSEGV. */
+static void assert_child_segfaults(int (*main_fn)(void *))
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* No core file for the expected crash. */
+        struct rlimit no_core = { 0, 0 };
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(SIGSEGV, SIG_DFL);
+        _exit(weft_main(main_fn, NULL) == 0 ? 0 : 3);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGSEGV);
+}
+
 static void test_big_frame_hits_guard(void **state)
 {
     (void)state;
 #if TEST_SANITIZED
     skip(); /* the sanitizers report the overflow in their own way */
 #endif
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);
-        _exit(weft_main(big_frame_main, NULL) == 0 ? 0 : 3);
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGSEGV);
+    assert_child_segfaults(big_frame_main);
 }
 
 static void test_guard_page_faults(void **state)
@@ -333,17 +343,7 @@ static void test_guard_page_faults(void **state)
 #if TEST_SANITIZED
     skip(); /* the sanitizers report the overflow in their own way */
 #endif
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* No core file for the expected crash. */
-        signal(SIGSEGV, SIG_DFL);
-        _exit(weft_main(overflow_main, NULL) == 0 ? 0 : 3);
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGSEGV);
+    assert_child_segfaults(overflow_main);
 }
 
 static int count_maps(void)

@@ -287,7 +287,7 @@ static void test_shutdown_abandons_coroutines(void **state)
 typedef struct racer {
     _Atomic int stop;
     _Atomic long spawned;
-    _Atomic long refused;
+    _Atomic long rejected;
     _Atomic long other;
 } racer;
 
@@ -299,7 +299,7 @@ static void *spawn_until_stopped(void *arg)
         if (err == 0)
             atomic_fetch_add(&r->spawned, 1);
         else if (err == WEFT_EINVAL)
-            atomic_fetch_add(&r->refused, 1);
+            atomic_fetch_add(&r->rejected, 1);
         else
             atomic_fetch_add(&r->other, 1);
         (void)weft_num_coroutines();
@@ -326,10 +326,10 @@ static void test_spawn_racing_shutdown(void **state)
     atomic_store(&r.stop, 1);
     for (int i = 0; i < 3; i++)
         pthread_join(t[i], NULL);
-    print_message("spawned %ld, refused %ld\n", atomic_load(&r.spawned),
-                  atomic_load(&r.refused));
+    print_message("spawned %ld, rejected %ld\n", atomic_load(&r.spawned),
+                  atomic_load(&r.rejected));
     assert_int_equal(atomic_load(&r.other), 0);
-    assert_true(atomic_load(&r.refused) > 0);
+    assert_true(atomic_load(&r.rejected) > 0);
 }
 
 static void wait_on(void *arg)

@@ -23,8 +23,8 @@
  * Invariants: a stack is in exactly one place: a coroutine, one cache list
  * or one pool list. Slabs are unmapped only by weft__stacks_term.
  * Locking: one mutex (pool_lock) guards every class, its lists and the slab
- * registry. Caches are owned by their P and need no lock. madvise calls are
- * made outside the lock.
+ * registry. Caches are owned by their P and need no lock. The MADV_DONTNEED
+ * calls that cool stacks are made outside the lock.
  * Callers: any thread; caches only by their owner.
  */
 #define _GNU_SOURCE
@@ -66,11 +66,9 @@ typedef struct slab {
 
 struct weft__stack_class {
     weft__stack_class *next;
-    size_t size;           /* usable bytes */
-    weft__stack *warm;     /* pool lists */
-    weft__stack *cold;
-    size_t nwarm;
-    size_t ncold;
+    size_t size;             /* usable bytes */
+    weft__stack_list warm;   /* the pool's free stacks of this size */
+    weft__stack_list cold;
 };
 
 /* Adaptive: holders keep it for a batch move of at most a few dozen list
@@ -84,10 +82,34 @@ enum { GUARD_UNKNOWN = 0, GUARD_MADVISE = 1, GUARD_MPROTECT = 2 };
 /* Set once, by the first slab (under pool_lock) or by weft__stacks_init;
  * read without the lock by lazy installs, hence atomic. */
 static _Atomic int guard_mode;
-static int64_t cached_total;          /* guarded by pool_lock: pool stacks */
 /* Warm stacks of the default class in the pool: written under pool_lock,
  * read without it as a hint. */
 static _Atomic size_t pool_warm;
+
+static void list_push(weft__stack_list *list, weft__stack *s)
+{
+    s->next = list->head;
+    list->head = s;
+    list->n++;
+}
+
+static weft__stack *list_pop(weft__stack_list *list)
+{
+    weft__stack *s = list->head;
+    if (s) {
+        list->head = s->next;
+        list->n--;
+        s->next = NULL;
+    }
+    return s;
+}
+
+/* Update the hint after c's warm list changed. Called with pool_lock held. */
+static void publish_warm(weft__stack_class *c)
+{
+    if (c == default_class)
+        atomic_store_explicit(&pool_warm, c->warm.n, memory_order_relaxed);
+}
 
 size_t weft__stack_round(size_t size)
 {
@@ -138,7 +160,6 @@ void weft__stacks_term(void)
         free(c);
     }
     default_class = NULL;
-    cached_total = 0;
     atomic_store(&pool_warm, 0);
     pthread_mutex_unlock(&pool_lock);
 }
@@ -169,19 +190,14 @@ static int slab_grow(weft__stack_class *c)
         n = 1;
     slab *s = calloc(1, sizeof *s);
     weft__stack *descs = calloc(n, sizeof *descs);
-    if (!s || !descs) {
-        free(s);
-        free(descs);
-        return -ENOMEM;
-    }
     size_t bytes = n * slot;
-    char *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) {
-        free(s);
-        free(descs);
-        return -ENOMEM;
-    }
+    char *base = MAP_FAILED;
+    if (!s || !descs)
+        goto fail;
+    base = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        goto fail;
     /* Huge pages would commit 2 MiB where a stack touches 4 KiB. */
     madvise(base, bytes, MADV_NOHUGEPAGE);
     /* With MADV_GUARD_INSTALL (probed on the first slab), a guard is
@@ -192,23 +208,15 @@ static int slab_grow(weft__stack_class *c)
      * running out must show as WEFT_ENOMEM from weft_go, not later. */
     bool probed = false;
     if (atomic_load(&guard_mode) == GUARD_UNKNOWN) {
-        if (guard_install(base) != 0) {
-            munmap(base, bytes);
-            free(s);
-            free(descs);
-            return -ENOMEM;
-        }
+        if (guard_install(base) != 0)
+            goto fail;
         probed = true;
     }
     bool lazy = atomic_load(&guard_mode) == GUARD_MADVISE;
     for (size_t i = 0; i < n && !lazy; i++) {
-        if (guard_install(base + i * slot) != 0) {
-            /* Out of mappings or memory: give the slab back. */
-            munmap(base, bytes);
-            free(s);
-            free(descs);
-            return -ENOMEM;
-        }
+        /* Out of mappings or memory: give the slab back. */
+        if (guard_install(base + i * slot) != 0)
+            goto fail;
     }
     s->base = base;
     s->bytes = bytes;
@@ -222,36 +230,28 @@ static int slab_grow(weft__stack_class *c)
         d->cls = c;
         d->touched = false;
         d->guarded = !lazy || (probed && i == 0);
-        d->next = c->cold;
-        c->cold = d;
-        c->ncold++;
-        cached_total++;
+        list_push(&c->cold, d);
     }
     return 0;
+
+fail:
+    if (base != MAP_FAILED)
+        munmap(base, bytes);
+    free(s);
+    free(descs);
+    return -ENOMEM;
 }
 
 /* Pop one stack of class c from the pool, growing it when empty.
  * Called with pool_lock held. */
 static weft__stack *pool_pop(weft__stack_class *c)
 {
-    weft__stack *s;
-    if (c->cold) {
-        s = c->cold;
-        c->cold = s->next;
-        c->ncold--;
-    } else if (c->warm) {
-        s = c->warm;
-        c->warm = s->next;
-        c->nwarm--;
-    } else {
-        if (slab_grow(c) != 0)
-            return NULL;
-        s = c->cold;
-        c->cold = s->next;
-        c->ncold--;
-    }
-    cached_total--;
-    s->next = NULL;
+    weft__stack *s = list_pop(&c->cold);
+    if (!s)
+        s = list_pop(&c->warm);
+    if (!s && slab_grow(c) == 0)
+        s = list_pop(&c->cold);
+    publish_warm(c);
     return s;
 }
 
@@ -267,17 +267,10 @@ static void pool_push_list(weft__stack *list)
         list = s->next;
         weft__stack_class *c = s->cls;
         if (!s->touched) {
-            s->next = c->cold;
-            c->cold = s;
-            c->ncold++;
-            cached_total++;
-        } else if (c->nwarm < WARM_RETAIN) {
-            s->next = c->warm;
-            c->warm = s;
-            c->nwarm++;
-            cached_total++;
-            if (c == default_class)
-                atomic_store_explicit(&pool_warm, c->nwarm, memory_order_relaxed);
+            list_push(&c->cold, s);
+        } else if (c->warm.n < WARM_RETAIN) {
+            list_push(&c->warm, s);
+            publish_warm(c);
         } else {
             s->next = release;
             release = s;
@@ -302,32 +295,21 @@ static void pool_push_list(weft__stack *list)
 static bool cache_refill(weft__stack_cache *cache, bool want_warm)
 {
     weft__stack_class *c = default_class;
-    if (!want_warm && !c->cold && !c->warm && slab_grow(c) != 0)
+    if (!want_warm && !c->cold.head && !c->warm.head && slab_grow(c) != 0)
         return false;
     bool moved = false;
     for (uint32_t i = 0; i < REFILL_BATCH; i++) {
-        weft__stack *r;
-        if (!want_warm && c->cold) {
-            r = c->cold;
-            c->cold = r->next;
-            c->ncold--;
-            r->next = cache->cold;
-            cache->cold = r;
-            cache->ncold++;
-        } else if (c->warm) {
-            r = c->warm;
-            c->warm = r->next;
-            c->nwarm--;
-            r->next = cache->warm;
-            cache->warm = r;
-            cache->nwarm++;
+        weft__stack *r = want_warm ? NULL : list_pop(&c->cold);
+        if (r) {
+            list_push(&cache->cold, r);
+        } else if ((r = list_pop(&c->warm))) {
+            list_push(&cache->warm, r);
         } else {
             break;
         }
-        cached_total--;
         moved = true;
     }
-    atomic_store_explicit(&pool_warm, c->nwarm, memory_order_relaxed);
+    publish_warm(c);
     return moved;
 }
 
@@ -336,47 +318,36 @@ weft__stack *weft__stack_get(weft__stack_cache *cache, size_t size)
     weft__stack *s;
     bool is_default = size == 0 || (default_class && size == default_class->size);
     if (is_default && cache) {
-        /* Cold first: at spawn the stack is only a reservation, and warm
-         * ones are kept for coroutines about to run. */
-        if (!cache->cold && !cache->warm) {
+        if (!cache->cold.head && !cache->warm.head) {
             pthread_mutex_lock(&pool_lock);
             bool moved = default_class && cache_refill(cache, false);
             pthread_mutex_unlock(&pool_lock);
             if (!moved)
                 return NULL;
         }
-        if (cache->cold) {
-            s = cache->cold;
-            cache->cold = s->next;
-            cache->ncold--;
-        } else {
-            s = cache->warm;
-            cache->warm = s->next;
-            cache->nwarm--;
-        }
-        s->next = NULL;
-        return s;
+        /* Cold first: at spawn the stack is only a reservation, and warm
+         * ones are kept for coroutines about to run. */
+        s = list_pop(&cache->cold);
+        return s ? s : list_pop(&cache->warm);
     }
 
     pthread_mutex_lock(&pool_lock);
     weft__stack_class *c = is_default ? default_class : class_find(size);
     s = c ? pool_pop(c) : NULL;
-    if (c)
-        atomic_store_explicit(&pool_warm, default_class->nwarm, memory_order_relaxed);
     pthread_mutex_unlock(&pool_lock);
     return s;
 }
 
-/* Detach the second half of a list of n stacks and return it. */
-static weft__stack *split_half(weft__stack **head, uint32_t *n)
+/* Detach the older half of list and return it as a chain. */
+static weft__stack *split_half(weft__stack_list *list)
 {
-    uint32_t keep = *n / 2;
-    weft__stack *p = *head;
-    for (uint32_t i = 1; i < keep; i++)
+    size_t keep = list->n / 2;
+    weft__stack *p = list->head;
+    for (size_t i = 1; i < keep; i++)
         p = p->next;
     weft__stack *rest = p->next;
     p->next = NULL;
-    *n = keep;
+    list->n = keep;
     return rest;
 }
 
@@ -387,36 +358,30 @@ void weft__stack_put(weft__stack_cache *cache, weft__stack *s)
         pool_push_list(s);
         return;
     }
-    if (s->touched) {
-        s->next = cache->warm;
-        cache->warm = s;
-        if (++cache->nwarm > CACHE_WARM_MAX)
-            pool_push_list(split_half(&cache->warm, &cache->nwarm));
-    } else {
-        s->next = cache->cold;
-        cache->cold = s;
-        if (++cache->ncold > CACHE_COLD_MAX)
-            pool_push_list(split_half(&cache->cold, &cache->ncold));
-    }
+    weft__stack_list *list = s->touched ? &cache->warm : &cache->cold;
+    size_t max = s->touched ? CACHE_WARM_MAX : CACHE_COLD_MAX;
+    list_push(list, s);
+    if (list->n > max)
+        pool_push_list(split_half(list));
 }
 
 weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s)
 {
-    if (!s->touched && cache && s->cls == default_class && !cache->warm &&
-        atomic_load_explicit(&pool_warm, memory_order_relaxed) > 0) {
-        /* The pool has warm stacks, so fetch a batch rather than fault in
-         * a fresh page. The hint may be stale; the refill checks again
-         * under the lock. */
-        pthread_mutex_lock(&pool_lock);
-        cache_refill(cache, true);
-        pthread_mutex_unlock(&pool_lock);
-    }
-    if (!s->touched && cache && cache->warm && s->cls == default_class) {
-        weft__stack *w = cache->warm;
-        cache->warm = w->next;
-        cache->nwarm--;
-        weft__stack_put(cache, s);
-        s = w;
+    if (!s->touched && cache && s->cls == default_class) {
+        if (!cache->warm.head &&
+            atomic_load_explicit(&pool_warm, memory_order_relaxed) > 0) {
+            /* The pool has warm stacks, so fetch a batch rather than fault
+             * in a fresh page. The hint may be stale; the refill checks
+             * again under the lock. */
+            pthread_mutex_lock(&pool_lock);
+            cache_refill(cache, true);
+            pthread_mutex_unlock(&pool_lock);
+        }
+        weft__stack *warm = list_pop(&cache->warm);
+        if (warm) {
+            weft__stack_put(cache, s);
+            s = warm;
+        }
     }
     if (!s->guarded) {
         if (guard_install(s->lo - page_size) != 0)
@@ -428,35 +393,7 @@ weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s)
     return s;
 }
 
-void weft__stack_cache_drain(weft__stack_cache *cache)
-{
-    weft__stack *list = NULL;
-    while (cache->warm) {
-        weft__stack *s = cache->warm;
-        cache->warm = s->next;
-        s->next = list;
-        list = s;
-    }
-    while (cache->cold) {
-        weft__stack *s = cache->cold;
-        cache->cold = s->next;
-        s->next = list;
-        list = s;
-    }
-    cache->nwarm = cache->ncold = 0;
-    if (list)
-        pool_push_list(list);
-}
-
 bool weft__stack_guard_is_madvise(void)
 {
     return atomic_load(&guard_mode) == GUARD_MADVISE;
-}
-
-int64_t weft__stack_cached_count(void)
-{
-    pthread_mutex_lock(&pool_lock);
-    int64_t n = cached_total;
-    pthread_mutex_unlock(&pool_lock);
-    return n;
 }

@@ -33,12 +33,16 @@ typedef struct weft__stack {
     bool guarded;              /* its guard page is installed */
 } weft__stack;
 
+/* A LIFO list of free stacks, linked through their descriptors. */
+typedef struct weft__stack_list {
+    weft__stack *head;   /* most recently pushed first */
+    size_t n;            /* stacks on the list */
+} weft__stack_list;
+
 /* Per-P cache of default-size stacks, touched only by the P's owner. */
 typedef struct weft__stack_cache {
-    weft__stack *warm;   /* LIFO, most recently used first */
-    weft__stack *cold;   /* reserved address space, not yet touched */
-    uint32_t nwarm;
-    uint32_t ncold;
+    weft__stack_list warm;   /* touched, still resident */
+    weft__stack_list cold;   /* reserved address space, not yet touched */
 } weft__stack_cache;
 
 #define WEFT__STACK_MIN ((size_t)16 * 1024)
@@ -72,13 +76,7 @@ weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s);
  * the scheduler, next to weft__fatal. */
 _Noreturn void weft__stack_guard_failed(void *guard);
 
-/* Move every cached stack to the shared pool. */
-void weft__stack_cache_drain(weft__stack_cache *cache);
-
 /* True when guard pages come from MADV_GUARD_INSTALL. */
 bool weft__stack_guard_is_madvise(void);
-
-/* Number of stacks held free in the shared pool (P caches not included). */
-int64_t weft__stack_cached_count(void);
 
 #endif /* WEFT_ARCH_STACK_H */

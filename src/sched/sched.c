@@ -64,7 +64,7 @@
  * on another CPU costs 25-35 us on small virtual machines, so spinning for
  * a comparable time avoids most of them while keeping idle CPU use low. */
 #define SPIN_NS 20000
-/* Local queue length at which a spawning coroutine yields; see
+/* Local queue length at which a spawning coroutine yields; see the end of
  * weft__sched_spawn. */
 #define SPAWN_YIELD_QUEUE (WEFT__RUNQ_SIZE * 3 / 4)
 /* G records allocated at once. */
@@ -781,17 +781,15 @@ static void post_switch(weft__p *p)
         }
         break;
     case WEFT__POST_YIELD:
+    case WEFT__POST_BACKOFF:
         atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
         runq_put(p, g, false);
         /* The "Spinning" invariant: g is new work for an idle P, which may
-         * have checked this queue while switch_away had just emptied it. */
-        wake_if_needed();
-        break;
-    case WEFT__POST_BACKOFF:
-        /* A spawner stepping back: each of its spawns already woke an idle
-         * P if one was needed, so no wake here. */
-        atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
-        runq_put(p, g, false);
+         * have checked this queue while switch_away had just emptied it. A
+         * spawner backing off needs no wake: each of its spawns already
+         * woke an idle P if one was needed. */
+        if (post == WEFT__POST_YIELD)
+            wake_if_needed();
         break;
     case WEFT__POST_EXIT:
 #ifdef WEFT_TSAN
@@ -946,8 +944,10 @@ void weft__ready(weft__parker *parker)
 
 /* ---- Spawn and yield ---------------------------------------------------- */
 
-int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
-                      const char *file, int line)
+/* Allocate g and its stack reservation and queue it on p, or on the global
+ * queue when p is NULL. */
+static int spawn_one(weft__p *p, weft_fn fn, void *arg,
+                     const weft_go_opts *opts, const char *file, int line)
 {
     size_t want = 0;
     if (opts && opts->stack_size) {
@@ -958,7 +958,6 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
             want = 0;
     }
 
-    weft__p *p = weft__p_self();
     weft__g *g = g_alloc(p);
     if (!g)
         return -ENOMEM;
@@ -983,7 +982,6 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
     g->id = id_next(p);
     g->file = file;
     g->line = line;
-    g->stack_request = want;
     g->started = false;
     g->saved_errno = 0;
     g->wait_reason = WEFT__WAIT_NONE;
@@ -1004,9 +1002,21 @@ int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
     return 0;
 }
 
-void weft__sched_spawn_backoff(void)
+int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
+                      const char *file, int line)
 {
     weft__p *p = weft__p_self();
+    /* Mapping a new stack slab can fail a probe on the way (an older
+     * kernel's madvise) and still succeed, so errno is kept. It is reached
+     * through p before the back-off below, which may resume this coroutine
+     * on another thread. */
+    int *errno_at = p ? p->errno_ptr : &errno;
+    int saved_errno = *errno_at;
+    int err = spawn_one(p, fn, arg, opts, file, line);
+    *errno_at = saved_errno;
+    if (err)
+        return err;
+
     /* A coroutine that spawns in a loop would fill the local queue and
      * then push half of it to the global queue again and again. A burst of
      * a million spawns would then hold a million records and stack
@@ -1020,6 +1030,7 @@ void weft__sched_spawn_backoff(void)
         if (t - h >= SPAWN_YIELD_QUEUE)
             switch_away(p, p->curg, WEFT__POST_BACKOFF);
     }
+    return 0;
 }
 
 void weft__sched_yield(void)

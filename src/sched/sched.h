@@ -24,7 +24,8 @@
  *     lock the caller held can only make the G ready once its context is
  *     saved. If unlock returns false the G resumes at once.
  *   weft__ready(parker) makes a parked parker runnable; it is called
- *     exactly once per park, by whoever removed it from a wait list.
+ *     exactly once per park, by the caller that removed it from a wait
+ *     list.
  *
  * Thread-local state: the current P is reached only through weft__p_self(),
  * a non-inlined accessor, never cached across a call that can switch: a G
@@ -85,7 +86,6 @@ typedef struct weft__g {
     const char *file;           /* spawn site */
     int line;
     char *name;                 /* from weft_go_opts, malloc'd, may be NULL */
-    size_t stack_request;       /* requested stack size, 0 for the default */
     weft__fpenv fpenv;          /* spawner's floating-point state */
     /* Owned by whichever P runs or queues the G. */
     _Atomic uint32_t state;     /* enum weft__g_state */
@@ -175,7 +175,6 @@ typedef struct weft__sched {
     _Atomic int32_t nmspinning;  /* Ps spinning for work; see "Spinning" */
     _Atomic uint64_t id_gen;     /* coroutine id batches */
     _Atomic int64_t outside_spawned; /* spawned from plain threads */
-    _Atomic int64_t outside_exited;  /* never written; kept symmetric */
     _Atomic int64_t global_pushes;
     _Atomic int64_t idle_wakeups;
 } weft__sched;
@@ -196,11 +195,10 @@ void weft__ready(weft__parker *parker);
 int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect);
 void weft__sched_stop(void);
 void weft__sched_term(void);
+/* Spawn a coroutine. A coroutine caller may yield before returning (when
+ * its local queue is getting full); a plain-thread caller never does. */
 int weft__sched_spawn(weft_fn fn, void *arg, const weft_go_opts *opts,
                       const char *file, int line);
-/* Yield a spawning coroutine whose local queue is getting full; call after
- * leaving the entry gate. */
-void weft__sched_spawn_backoff(void);
 
 /* Number of the running (or last) runtime; weft_init increments it. */
 uint32_t weft__generation(void);
