@@ -8,6 +8,7 @@
 #include "weft/error.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
+#include "weft/chan.h"
 
 #define WEFT_VERSION_MAJOR 0
 #define WEFT_VERSION_MINOR 1

@@ -336,7 +336,7 @@ int weft_sleep(int64_t ns)
     /* A duration too long to add saturates: the sleep never ends. */
     int64_t deadline = ns > INT64_MAX - now ? INT64_MAX : now + ns;
     if (weft_in_coroutine())
-        return weft__poller_sleep(deadline);
+        return weft__timer_sleep(deadline);
 
     /* A plain thread sleeps in the kernel; it needs no runtime. */
     struct timespec ts = { .tv_sec = deadline / 1000000000,

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Spin iterations before sleeping: a holder keeps the lock for well under a
@@ -24,6 +25,20 @@ void weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL,
             NULL, 0);
     errno = saved;
+}
+
+bool weft__futex_wait_until(_Atomic uint32_t *addr, uint32_t expected,
+                            int64_t deadline)
+{
+    int saved = errno;
+    /* FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC. */
+    struct timespec ts = { .tv_sec = deadline / 1000000000,
+                           .tv_nsec = deadline % 1000000000 };
+    long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET_PRIVATE,
+                     expected, &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+    bool timed_out = r < 0 && errno == ETIMEDOUT;
+    errno = saved;
+    return !timed_out;
 }
 
 void weft__futex_wake(_Atomic uint32_t *addr, int n)

@@ -12,10 +12,15 @@
 #define WEFT_SCHED_LOCK_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Sleep while *addr == expected (spurious returns allowed). */
 void weft__futex_wait(_Atomic uint32_t *addr, uint32_t expected);
+/* Sleep while *addr == expected, until the CLOCK_MONOTONIC deadline in
+ * nanoseconds. Returns false once the deadline has passed. */
+bool weft__futex_wait_until(_Atomic uint32_t *addr, uint32_t expected,
+                            int64_t deadline);
 /* Wake up to n threads sleeping on addr. */
 void weft__futex_wake(_Atomic uint32_t *addr, int n);
 

@@ -175,6 +175,12 @@ static const char *const wait_reason_strings[WEFT__WAIT_COUNT] = {
     [WEFT__WAIT_NONE] = "",
     [WEFT__WAIT_SLEEP] = "sleep",
     [WEFT__WAIT_WAITGROUP] = "sync.WaitGroup.Wait",
+    [WEFT__WAIT_CHAN_SEND] = "chan send",
+    [WEFT__WAIT_CHAN_RECV] = "chan receive",
+    [WEFT__WAIT_CHAN_SEND_NIL] = "chan send (nil chan)",
+    [WEFT__WAIT_CHAN_RECV_NIL] = "chan receive (nil chan)",
+    [WEFT__WAIT_SELECT] = "select",
+    [WEFT__WAIT_SELECT_NO_CASES] = "select (no cases)",
 };
 
 const char *weft__wait_reason_string(int reason)
@@ -938,6 +944,69 @@ void weft__ready(weft__parker *parker)
         return;
     atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
     gq_put_one(g);
+    wake_if_needed();
+    weft__gate_leave();
+}
+
+bool weft__park_until(weft__unlock_fn unlock, void *arg, int reason,
+                      int64_t deadline, _Atomic uint32_t *claim)
+{
+    weft__p *p = weft__p_self();
+    if (p && p->curg)
+        return weft__timer_park_until(unlock, arg, reason, deadline, claim);
+
+    weft__thread_parker *tp = thread_parker_self();
+    atomic_store_explicit(&tp->woken, 0, memory_order_relaxed);
+    if (unlock && !unlock(arg))
+        return false;
+    while (atomic_load_explicit(&tp->woken, memory_order_acquire) == 0) {
+        if (weft__futex_wait_until(&tp->woken, 0, deadline))
+            continue;
+        /* The deadline passed. Either the timeout claims the wait, or a
+         * waker has claimed it already and is about to ready this thread. */
+        uint32_t open = 0;
+        if (atomic_compare_exchange_strong(claim, &open, WEFT__CLAIM_TIMEOUT))
+            return true;
+        while (atomic_load_explicit(&tp->woken, memory_order_acquire) == 0)
+            weft__futex_wait(&tp->woken, 0);
+    }
+    return false;
+}
+
+void weft__ready_many(weft__parker **parkers, size_t n)
+{
+    if (n == 0)
+        return;
+    if (weft__p_self()) {
+        for (size_t i = 0; i < n; i++)
+            weft__ready(parkers[i]);
+        return;
+    }
+    /* From outside the Ps: chain the coroutines and queue them with one
+     * lock, then let the spinning protocol start as many Ps as needed. */
+    weft__g *head = NULL, *tail = NULL;
+    int64_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (parkers[i]->kind == WEFT__PARKER_THREAD) {
+            weft__ready(parkers[i]);
+            continue;
+        }
+        weft__g *g = (weft__g *)parkers[i];
+        atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+        g->next = NULL;
+        if (tail)
+            tail->next = g;
+        else
+            head = g;
+        tail = g;
+        count++;
+    }
+    if (!head || !weft__gate_enter())
+        return;
+    weft__lock_acquire(&weft__rt.lock);
+    gq_put_locked(head, tail, count);
+    weft__lock_release(&weft__rt.lock);
+    atomic_fetch_add_explicit(&weft__rt.global_pushes, count, memory_order_relaxed);
     wake_if_needed();
     weft__gate_leave();
 }

@@ -49,6 +49,12 @@ typedef enum weft__wait_reason {
     WEFT__WAIT_NONE = 0,
     WEFT__WAIT_SLEEP,
     WEFT__WAIT_WAITGROUP,
+    WEFT__WAIT_CHAN_SEND,
+    WEFT__WAIT_CHAN_RECV,
+    WEFT__WAIT_CHAN_SEND_NIL,
+    WEFT__WAIT_CHAN_RECV_NIL,
+    WEFT__WAIT_SELECT,
+    WEFT__WAIT_SELECT_NO_CASES,
     WEFT__WAIT_COUNT
 } weft__wait_reason;
 
@@ -191,6 +197,20 @@ weft__parker *weft__parker_self(void);
 void weft__park(weft__unlock_fn unlock, void *arg, int reason);
 void weft__ready(weft__parker *parker);
 
+/* Values of a claim word: wakers and the timeout race to move it from
+ * OPEN, and only the winner readies the parker. */
+enum { WEFT__CLAIM_OPEN = 0, WEFT__CLAIM_WAKER = 1, WEFT__CLAIM_TIMEOUT = 2 };
+
+/* Park like weft__park, but also end the wait at deadline (weft_now clock)
+ * unless a waker has claimed it first. Every waker of such a parker must
+ * move *claim from OPEN to WAKER by CAS and ready it only if that
+ * succeeded. Returns true when the timeout won (then nobody readies it). */
+bool weft__park_until(weft__unlock_fn unlock, void *arg, int reason,
+                      int64_t deadline, _Atomic uint32_t *claim);
+
+/* Ready n parkers; from outside the Ps they are queued with one lock. */
+void weft__ready_many(weft__parker **parkers, size_t n);
+
 /* Scheduler set-up and tear-down, used by runtime.c. */
 int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect);
 void weft__sched_stop(void);
@@ -211,10 +231,26 @@ void weft__gate_close(void);
 void weft__sched_yield(void);
 int64_t weft__sched_live(void);
 
-/* Poller: the libuv loop thread and sleep timers. */
+/* Poller: the libuv loop thread, which runs the timers. */
 int weft__poller_init(void);
 void weft__poller_term(void);
-int weft__poller_sleep(int64_t deadline);
+/* Make the loop thread look at the timer heap again. Any thread. */
+void weft__poller_kick(void);
+
+/* Timers (timer.c): the heap the loop thread serves. */
+/* Sleep the calling coroutine until deadline. */
+int weft__timer_sleep(int64_t deadline);
+/* weft__park_until for a coroutine. */
+bool weft__timer_park_until(weft__unlock_fn unlock, void *arg, int reason,
+                            int64_t deadline, _Atomic uint32_t *claim);
+/* Loop thread: fire what is due at now; return the earliest deadline left,
+ * or 0 when the heap is empty. */
+int64_t weft__timers_run(int64_t now);
+/* The earliest deadline, or 0. Any thread. */
+int64_t weft__timers_next(void);
+/* Loop thread: forget every entry (runtime shutdown). */
+void weft__timers_term(void);
+int64_t weft__timers_pending(void);
 
 /* Print "weft: fatal: <message>" to stderr and abort. */
 _Noreturn void weft__fatal(const char *fmt, ...)

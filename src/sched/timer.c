@@ -1,0 +1,525 @@
+/*
+ * Timers: the deadline heap that the poller's loop thread serves, the
+ * sleeps and timed parks built on it, and the public timers and tickers.
+ *
+ * The heap is a 4-ary min-heap of nodes (deadline, entry) guarded by
+ * heap_lock; the deadline is copied into the node so that sifting reads
+ * only the array. Each entry knows its own index, so removal is O(log n)
+ * and a stopped timer leaves nothing behind. Two kinds of entry:
+ *
+ *   wait   lives on a parked coroutine's stack: a sleep, or the deadline
+ *          of a timed park (select with a deadline). When it is due, the
+ *          loop thread pops it and, under heap_lock, moves the park's claim
+ *          word from OPEN to TIMEOUT; if that succeeds (or there is no
+ *          claim: a sleep), the coroutine is readied after the lock is
+ *          dropped. The coroutine removes its entry after waking, under
+ *          heap_lock, so the loop thread never touches an entry whose
+ *          owner may have returned.
+ *   timer  a heap-allocated weft_timer. Popping it takes a reference for
+ *          the delivery and notes the timer's sequence number; a ticker is
+ *          put back at once with its next deadline. After heap_lock is
+ *          dropped, the delivery locks the timer and sends weft_now() into
+ *          the timer's channel (never blocking: a full channel drops the
+ *          value) only if the sequence number is unchanged. stop and reset
+ *          bump it, so a fire already popped when they return is dropped.
+ *
+ * A new entry that becomes the earliest kicks the loop thread, which arms
+ * its timerfd for the new head (poller.c).
+ *
+ * Timer references: one for the owner (dropped by weft_timer_release, or
+ * at once by weft_after), one while the timer is in the heap, one per
+ * delivery in flight. The last one frees the timer and releases its
+ * channel.
+ *
+ * Lock order: timer lock, then channel lock or heap_lock. heap_lock is
+ * also taken under channel locks (a timed select inserts its entry while
+ * it holds its channels), so nothing that holds heap_lock takes any other
+ * lock. Fields written under both the timer lock and heap_lock (seq,
+ * period, the entry's index and deadline) may be read under either.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lock.h"
+#include "sched.h"
+#include "weft/chan.h"
+#include "weft/error.h"
+
+#define NOT_IN_HEAP SIZE_MAX
+#define ARITY 4
+/* Entries popped per hold of heap_lock. */
+#define BATCH 128
+
+enum { ENTRY_WAIT = 1, ENTRY_TIMER = 2 };
+
+typedef struct entry {
+    size_t index;   /* in the heap, or NOT_IN_HEAP */
+    int64_t deadline;
+    int kind;
+} entry;
+
+typedef struct wait_entry {
+    entry e;
+    weft__parker *parker;
+    _Atomic uint32_t *claim; /* NULL for a sleep */
+} wait_entry;
+
+struct weft_timer {
+    entry e;
+    _Atomic uint32_t lock;
+    uint64_t seq;      /* bumped by stop, reset and release */
+    int64_t period;    /* 0 for a one-shot timer */
+    _Atomic int refs;
+    weft_chan *ch;
+};
+
+typedef struct node {
+    int64_t deadline;
+    entry *e;
+} node;
+
+static _Atomic uint32_t heap_lock;
+static node *heap;             /* guarded by heap_lock */
+static size_t heap_len;
+static size_t heap_cap;
+static _Atomic int64_t heap_head; /* deadline of heap[0], or 0 */
+static _Atomic int64_t npending;
+
+/* ---- The heap (heap_lock held) ------------------------------------------ */
+
+static void heap_set(size_t i, node n)
+{
+    heap[i] = n;
+    n.e->index = i;
+}
+
+static void heap_up(size_t i)
+{
+    node n = heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / ARITY;
+        if (heap[parent].deadline <= n.deadline)
+            break;
+        heap_set(i, heap[parent]);
+        i = parent;
+    }
+    heap_set(i, n);
+}
+
+static void heap_down(size_t i)
+{
+    node n = heap[i];
+    for (;;) {
+        size_t first = i * ARITY + 1;
+        if (first >= heap_len)
+            break;
+        size_t last = first + ARITY < heap_len ? first + ARITY : heap_len;
+        size_t m = first;
+        for (size_t c = first + 1; c < last; c++)
+            if (heap[c].deadline < heap[m].deadline)
+                m = c;
+        if (heap[m].deadline >= n.deadline)
+            break;
+        heap_set(i, heap[m]);
+        i = m;
+    }
+    heap_set(i, n);
+}
+
+static void heap_publish_head(void)
+{
+    atomic_store_explicit(&heap_head, heap_len ? heap[0].deadline : 0,
+                          memory_order_relaxed);
+    atomic_store_explicit(&npending, (int64_t)heap_len, memory_order_relaxed);
+}
+
+/* Insert e with its deadline. Returns true when it became the earliest,
+ * false also when memory ran out (then ok is false). */
+static bool heap_insert(entry *e, bool *ok)
+{
+    if (heap_len == heap_cap) {
+        size_t cap = heap_cap ? heap_cap * 2 : 1024;
+        node *h = realloc(heap, cap * sizeof *h);
+        if (!h) {
+            *ok = false;
+            return false;
+        }
+        heap = h;
+        heap_cap = cap;
+    }
+    *ok = true;
+    heap[heap_len] = (node){ e->deadline, e };
+    heap_up(heap_len++);
+    heap_publish_head();
+    return e->index == 0;
+}
+
+static void heap_remove(entry *e)
+{
+    size_t i = e->index;
+    e->index = NOT_IN_HEAP;
+    heap_len--;
+    if (i != heap_len) {
+        heap_set(i, heap[heap_len]);
+        if (i > 0 && heap[(i - 1) / ARITY].deadline > heap[i].deadline)
+            heap_up(i);
+        else
+            heap_down(i);
+    }
+    heap_publish_head();
+}
+
+/* Put e back at a new deadline; it is in the heap. */
+static void heap_move(entry *e, int64_t deadline)
+{
+    size_t i = e->index;
+    e->deadline = deadline;
+    heap[i].deadline = deadline;
+    heap_down(i);
+    heap_publish_head();
+}
+
+static void kick_if(bool earliest)
+{
+    if (earliest)
+        weft__poller_kick();
+}
+
+/* ---- The loop thread's side --------------------------------------------- */
+
+typedef struct delivery {
+    weft_timer *t;
+    uint64_t seq;
+} delivery;
+
+static void timer_unref(weft_timer *t)
+{
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+        weft_chan_release(t->ch);
+        free(t);
+    }
+}
+
+/* Deliver one fire: the value is dropped when the channel is full, which is
+ * how a slow ticker receiver loses ticks instead of queueing them. */
+static void deliver(weft_timer *t, uint64_t seq)
+{
+    weft__lock_acquire(&t->lock);
+    if (t->seq == seq) {
+        int64_t now = weft_now();
+        weft_chan_try_send(t->ch, &now);
+    }
+    weft__lock_release(&t->lock);
+    timer_unref(t);
+}
+
+/* The next tick after deadline that is still in the future, on the grid
+ * deadline + k * period, so a late loop never makes a ticker drift. */
+static int64_t next_tick(int64_t deadline, int64_t period, int64_t now)
+{
+    if (deadline > INT64_MAX - period)
+        return INT64_MAX;
+    int64_t next = deadline + period;
+    if (next <= now) {
+        int64_t skip = (now - deadline) / period;
+        if (skip > (INT64_MAX - deadline) / period - 1)
+            return INT64_MAX;
+        next = deadline + (skip + 1) * period;
+    }
+    return next;
+}
+
+int64_t weft__timers_run(int64_t now)
+{
+    weft__parker *ready[BATCH];
+    delivery fires[BATCH];
+    for (;;) {
+        size_t nready = 0, nfires = 0;
+        weft__lock_acquire(&heap_lock);
+        while (heap_len && heap[0].deadline <= now &&
+               nready < BATCH && nfires < BATCH) {
+            entry *e = heap[0].e;
+            if (e->kind == ENTRY_WAIT) {
+                wait_entry *w = (wait_entry *)e;
+                heap_remove(e);
+                uint32_t open = WEFT__CLAIM_OPEN;
+                if (!w->claim ||
+                    atomic_compare_exchange_strong(w->claim, &open,
+                                                   WEFT__CLAIM_TIMEOUT))
+                    ready[nready++] = w->parker;
+                continue;
+            }
+            weft_timer *t = (weft_timer *)e;
+            if (t->period > 0) {
+                atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+                heap_move(e, next_tick(e->deadline, t->period, now));
+            } else {
+                /* The heap's reference passes to the delivery. */
+                heap_remove(e);
+            }
+            fires[nfires++] = (delivery){ t, t->seq };
+        }
+        bool more = heap_len && heap[0].deadline <= now;
+        weft__lock_release(&heap_lock);
+
+        weft__ready_many(ready, nready);
+        for (size_t i = 0; i < nfires; i++)
+            deliver(fires[i].t, fires[i].seq);
+        if (!more)
+            break;
+    }
+    return weft__timers_next();
+}
+
+int64_t weft__timers_next(void)
+{
+    return atomic_load_explicit(&heap_head, memory_order_relaxed);
+}
+
+int64_t weft__timers_pending(void)
+{
+    return atomic_load_explicit(&npending, memory_order_relaxed);
+}
+
+void weft__timers_term(void)
+{
+    weft__lock_acquire(&heap_lock);
+    size_t n = heap_len;
+    node *nodes = heap;
+    heap = NULL;
+    heap_len = heap_cap = 0;
+    heap_publish_head();
+    /* Wait entries belong to coroutines abandoned with the runtime; their
+     * stacks are still mapped here. Timers lose the heap's reference. */
+    for (size_t i = 0; i < n; i++)
+        nodes[i].e->index = NOT_IN_HEAP;
+    weft__lock_release(&heap_lock);
+    for (size_t i = 0; i < n; i++)
+        if (nodes[i].e->kind == ENTRY_TIMER)
+            timer_unref((weft_timer *)nodes[i].e);
+    free(nodes);
+}
+
+/* ---- Sleeps and timed parks --------------------------------------------- */
+
+typedef struct sleep_park {
+    bool earliest;
+} sleep_park;
+
+static bool sleep_unlock(void *arg)
+{
+    sleep_park *sp = arg;
+    bool earliest = sp->earliest;
+    weft__lock_release(&heap_lock);
+    kick_if(earliest);
+    return true;
+}
+
+int weft__timer_sleep(int64_t deadline)
+{
+    wait_entry w = { .e = { .index = NOT_IN_HEAP, .deadline = deadline,
+                            .kind = ENTRY_WAIT },
+                     .parker = weft__parker_self(), .claim = NULL };
+    sleep_park sp;
+    bool ok;
+    weft__lock_acquire(&heap_lock);
+    sp.earliest = heap_insert(&w.e, &ok);
+    if (!ok) {
+        weft__lock_release(&heap_lock);
+        return WEFT_ENOMEM;
+    }
+    weft__park(sleep_unlock, &sp, WEFT__WAIT_SLEEP);
+    return 0;
+}
+
+typedef struct timed_park {
+    weft__unlock_fn inner;
+    void *arg;
+    wait_entry *w;
+    bool inserted;
+} timed_park;
+
+/* Runs after the coroutine has switched away, before its waiters can be
+ * found: the entry goes in while the caller's locks still hide the
+ * coroutine from wakers, so it is in the heap before anyone can ready the
+ * coroutine, and removed by the coroutine itself after it wakes. */
+static bool timed_unlock(void *arg)
+{
+    timed_park *tp = arg;
+    bool ok;
+    weft__lock_acquire(&heap_lock);
+    bool earliest = heap_insert(&tp->w->e, &ok);
+    weft__lock_release(&heap_lock);
+    tp->inserted = ok;
+    kick_if(earliest);
+    if (!ok) {
+        /* No room for the deadline: end the wait now unless a waker is
+         * already on its way. */
+        uint32_t open = WEFT__CLAIM_OPEN;
+        if (atomic_compare_exchange_strong(tp->w->claim, &open,
+                                           WEFT__CLAIM_TIMEOUT)) {
+            if (tp->inner)
+                tp->inner(tp->arg);
+            return false;
+        }
+    }
+    if (tp->inner && !tp->inner(tp->arg))
+        weft__fatal("a timed park's unlock step must not cancel the park");
+    return true;
+}
+
+bool weft__timer_park_until(weft__unlock_fn unlock, void *arg, int reason,
+                            int64_t deadline, _Atomic uint32_t *claim)
+{
+    wait_entry w = { .e = { .index = NOT_IN_HEAP, .deadline = deadline,
+                            .kind = ENTRY_WAIT },
+                     .parker = weft__parker_self(), .claim = claim };
+    timed_park tp = { .inner = unlock, .arg = arg, .w = &w, .inserted = false };
+    weft__park(timed_unlock, &tp, reason);
+    weft__lock_acquire(&heap_lock);
+    if (w.e.index != NOT_IN_HEAP)
+        heap_remove(&w.e);
+    weft__lock_release(&heap_lock);
+    return atomic_load(claim) == WEFT__CLAIM_TIMEOUT;
+}
+
+/* ---- Public timers ------------------------------------------------------- */
+
+static int64_t deadline_after(int64_t d)
+{
+    int64_t now = weft_now();
+    return d > INT64_MAX - now ? INT64_MAX : now + d;
+}
+
+/* Stop t: take it out of the heap and discard an unreceived value. Returns
+ * true if either was there. t->lock held. */
+static bool stop_locked(weft_timer *t)
+{
+    bool pending = false;
+    weft__lock_acquire(&heap_lock);
+    if (t->e.index != NOT_IN_HEAP) {
+        heap_remove(&t->e);
+        pending = true;
+    }
+    t->seq++;
+    weft__lock_release(&heap_lock);
+    if (pending) /* the heap's reference; the owner still holds one */
+        atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
+    if (weft_chan_try_recv(t->ch, NULL) == 0)
+        pending = true;
+    return pending;
+}
+
+/* Arm t to fire after d (and every period after). t->lock held, t stopped. */
+static void start_locked(weft_timer *t, int64_t d, int64_t period)
+{
+    if (d <= 0 && period == 0) {
+        /* Fires at once; the channel was just emptied, so the value fits. */
+        weft__lock_acquire(&heap_lock);
+        t->period = 0;
+        weft__lock_release(&heap_lock);
+        int64_t now = weft_now();
+        weft_chan_try_send(t->ch, &now);
+        return;
+    }
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    bool ok;
+    weft__lock_acquire(&heap_lock);
+    t->period = period;
+    t->e.deadline = deadline_after(d > 0 ? d : period);
+    bool earliest = heap_insert(&t->e, &ok);
+    weft__lock_release(&heap_lock);
+    if (!ok) {
+        /* Out of memory for the heap: fire now rather than never. */
+        atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
+        int64_t now = weft_now();
+        weft_chan_try_send(t->ch, &now);
+        return;
+    }
+    kick_if(earliest);
+}
+
+static weft_timer *timer_new(int64_t d, int64_t period)
+{
+    if (!atomic_load(&weft__rt.running))
+        return NULL;
+    weft_timer *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->ch = weft_chan_make(sizeof(int64_t), 1);
+    if (!t->ch) {
+        free(t);
+        return NULL;
+    }
+    t->e = (entry){ .index = NOT_IN_HEAP, .kind = ENTRY_TIMER };
+    atomic_init(&t->refs, 1);
+    weft__lock_acquire(&t->lock);
+    start_locked(t, d, period);
+    weft__lock_release(&t->lock);
+    return t;
+}
+
+weft_timer *weft_timer_make(int64_t d)
+{
+    return timer_new(d, 0);
+}
+
+weft_timer *weft_ticker_make(int64_t period)
+{
+    if (period <= 0)
+        return NULL;
+    return timer_new(period, period);
+}
+
+weft_chan *weft_timer_chan(weft_timer *t)
+{
+    return t ? t->ch : NULL;
+}
+
+bool weft_timer_stop(weft_timer *t)
+{
+    if (!t)
+        return false;
+    weft__lock_acquire(&t->lock);
+    bool pending = stop_locked(t);
+    weft__lock_release(&t->lock);
+    return pending;
+}
+
+bool weft_timer_reset(weft_timer *t, int64_t d)
+{
+    if (!t)
+        return false;
+    weft__lock_acquire(&t->lock);
+    bool ticker = t->period > 0;
+    if (ticker && d <= 0)
+        weft__fatal("weft_timer_reset: a ticker's period must be positive, "
+                    "not %lld", (long long)d);
+    bool pending = stop_locked(t);
+    start_locked(t, d, ticker ? d : 0);
+    weft__lock_release(&t->lock);
+    return pending;
+}
+
+void weft_timer_release(weft_timer *t)
+{
+    if (!t)
+        return;
+    weft__lock_acquire(&t->lock);
+    stop_locked(t);
+    weft__lock_release(&t->lock);
+    timer_unref(t);
+}
+
+weft_chan *weft_after(int64_t d)
+{
+    weft_timer *t = weft_timer_make(d);
+    if (!t)
+        return NULL;
+    weft_chan *ch = weft_chan_retain(t->ch);
+    /* Without stopping it: the heap's reference keeps the timer until it
+     * fires, and the caller's channel reference outlives it. */
+    timer_unref(t);
+    return ch;
+}
