@@ -15,6 +15,12 @@
  *                                                             *elem zeroed
  *   close      WEFT_EINVAL      wakes every waiter            WEFT_ECLOSED
  *
+ * Waiting senders and receivers are served first come, first served, and
+ * values leave a channel in the order they entered it. A sender blocked
+ * when the channel is closed returns WEFT_ECLOSED and its value is not
+ * delivered. A send with a NULL elem on a channel whose elem_size is not 0
+ * returns WEFT_EINVAL.
+ *
  * Ownership: weft_chan_make returns one reference; weft_chan_retain adds
  * one, weft_chan_release drops one and frees the channel with the last.
  * Releasing the last reference while someone waits on the channel is a
@@ -66,12 +72,17 @@ typedef struct weft_case {
 
 /*
  * Run one ready case, chosen uniformly at random among the ready ones, and
- * return its index. A closed channel's recv case is always ready (ok false,
- * elem zeroed); a send case on a closed channel fires with ok false. With
- * n == 0, weft_select blocks forever, weft_try_select returns WEFT_EAGAIN
- * and weft_select_until returns WEFT_ETIMEDOUT at the deadline. cases NULL
- * with n > 0 is WEFT_EINVAL. A ready case always wins over a deadline that
- * has already passed. The deadline is on the weft_now clock.
+ * return its index. Only that case's ok is set: true when a value moved,
+ * false when the case fired because its channel is closed. A closed
+ * channel's recv case is always ready (elem zeroed); a send case on a
+ * closed channel fires with ok false. A send case's elem is only read. The
+ * same channel may appear in several cases. With n == 0, weft_select
+ * blocks forever, weft_try_select returns WEFT_EAGAIN and weft_select_until
+ * returns WEFT_ETIMEDOUT at the deadline. WEFT_EINVAL: cases NULL with
+ * n > 0, a dir other than WEFT_SEND or WEFT_RECV, or a send case with a
+ * NULL elem on a channel with values. WEFT_ENOMEM: more than 64 cases and
+ * no memory for their records. A ready case always wins over a deadline
+ * that has already passed. The deadline is on the weft_now clock.
  */
 int weft_select(weft_case *cases, size_t n);
 int weft_try_select(weft_case *cases, size_t n);   /* index or WEFT_EAGAIN */
@@ -82,9 +93,10 @@ int weft_select_until(weft_case *cases, size_t n, int64_t deadline);
  * the int64_t weft_now() of each firing. Once weft_timer_stop or
  * weft_timer_reset returns, no value from the earlier setting is received:
  * a value still unreceived in the channel is discarded and counts as
- * pending. A duration <= 0 fires at once. A ticker drops ticks its
- * receiver is too slow for and schedules each tick from the previous
- * deadline. The channel is borrowed: valid until weft_timer_release, or
+ * pending. A duration <= 0 fires at once. weft_timer_reset on a ticker
+ * sets its new period, which must be positive (else the call is fatal). A
+ * ticker drops ticks its receiver is too slow for, keeping the older
+ * unreceived one, and schedules each tick from the previous deadline. The channel is borrowed: valid until weft_timer_release, or
  * longer when retained; after release it never delivers again.
  * Timers need a running runtime: weft_timer_make, weft_ticker_make and
  * weft_after return NULL without one, or when out of memory, or (tickers)

@@ -317,9 +317,11 @@ static int chan_send(weft_chan *ch, const void *elem, bool block)
             return WEFT_EAGAIN;
         park_forever(WEFT__WAIT_CHAN_SEND_NIL);
     }
+    if (!elem && ch->elem_size)
+        return WEFT_EINVAL;
     /* Without the lock, as Go does: an open channel that is full cannot
-     * take a value now. The closed check comes second, so the answer is
-     * one the channel really gave at some instant. */
+     * take a value now. The closed check comes first, so the result
+     * matches the channel's state at one instant. */
     if (!block && !atomic_load_explicit(&ch->closed, memory_order_relaxed) &&
         is_full(ch))
         return WEFT_EAGAIN;
@@ -496,8 +498,9 @@ NO_IPA static uint32_t fast_rand(void)
     return (uint32_t)(x >> 32);
 }
 
-/* Cases up to this many need no allocation. */
-#define SELECT_SMALL 8
+/* Cases up to this many keep their records on the caller's stack (about
+ * 5 KiB at most). */
+#define SELECT_SMALL 64
 
 typedef struct select_locks {
     weft_chan **chans;          /* distinct channels in address order */
@@ -580,9 +583,13 @@ static int select_run(weft_case *cases, size_t n, int mode, int64_t deadline)
         return WEFT_EINVAL;
     if (n > UINT32_MAX)
         return WEFT_EINVAL;
-    for (size_t i = 0; i < n; i++)
-        if (cases[i].dir != WEFT_SEND && cases[i].dir != WEFT_RECV)
+    for (size_t i = 0; i < n; i++) {
+        const weft_case *c = &cases[i];
+        if (c->dir != WEFT_SEND && c->dir != WEFT_RECV)
             return WEFT_EINVAL;
+        if (c->dir == WEFT_SEND && c->chan && !c->elem && c->chan->elem_size)
+            return WEFT_EINVAL;
+    }
 
     uint32_t order_small[SELECT_SMALL];
     weft_chan *chans_small[SELECT_SMALL];
@@ -614,7 +621,7 @@ static int select_run(weft_case *cases, size_t n, int mode, int64_t deadline)
         live++;
     }
     if (live > 1) {
-        if (live <= SELECT_SMALL) {
+        if (live <= 16) {
             for (size_t i = 1; i < live; i++) {
                 weft_chan *c = chans[i];
                 size_t j = i;

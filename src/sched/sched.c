@@ -554,6 +554,18 @@ static weft__g *pick_local(weft__p *p)
     return gq_take(p, true);
 }
 
+static bool run_due_timers(void)
+{
+    int64_t head = weft__timers_next();
+    if (head == 0)
+        return false;
+    int64_t now = now_ns();
+    if (head > now)
+        return false;
+    weft__timers_run(now);
+    return true;
+}
+
 /* Find the next G to run; sleeps when there is none. NULL when stopping.
  * Runs on g0. */
 static weft__g *find_runnable(weft__p *p)
@@ -564,6 +576,10 @@ top:
     if (atomic_load_explicit(&weft__rt.stopping, memory_order_acquire))
         return NULL;
     if ((g = pick_local(p)))
+        return g;
+    /* Out of local work: serve timers that are due here, which saves the
+     * loop thread's wakeup and the hand-off through the global queue. */
+    if (run_due_timers() && (g = pick_local(p)))
         return g;
 
     /* Spin: limit spinners to half the busy Ps, as stealing from a P that
@@ -977,9 +993,20 @@ void weft__ready_many(weft__parker **parkers, size_t n)
 {
     if (n == 0)
         return;
-    if (weft__p_self()) {
-        for (size_t i = 0; i < n; i++)
-            weft__ready(parkers[i]);
+    weft__p *p = weft__p_self();
+    if (p) {
+        /* In order at the tail of the local queue, so a batch runs first
+         * come, first served, and other Ps may steal half of it. */
+        for (size_t i = 0; i < n; i++) {
+            if (parkers[i]->kind == WEFT__PARKER_THREAD) {
+                weft__ready(parkers[i]);
+                continue;
+            }
+            weft__g *g = (weft__g *)parkers[i];
+            atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+            runq_put(p, g, false);
+        }
+        wake_if_needed();
         return;
     }
     /* From outside the Ps: chain the coroutines and queue them with one

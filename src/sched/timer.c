@@ -2,26 +2,35 @@
  * Timers: the deadline heap that the poller's loop thread serves, the
  * sleeps and timed parks built on it, and the public timers and tickers.
  *
- * The heap is a 4-ary min-heap of nodes (deadline, entry) guarded by
+ * The heap is a 4-ary min-heap of nodes (deadline, ref) guarded by
  * heap_lock; the deadline is copied into the node so that sifting reads
- * only the array. Each entry knows its own index, so removal is O(log n)
- * and a stopped timer leaves nothing behind. Two kinds of entry:
+ * only the array. Three kinds of node:
  *
- *   wait   lives on a parked coroutine's stack: a sleep, or the deadline
- *          of a timed park (select with a deadline). When it is due, the
- *          loop thread pops it and, under heap_lock, moves the park's claim
- *          word from OPEN to TIMEOUT; if that succeeds (or there is no
- *          claim: a sleep), the coroutine is readied after the lock is
- *          dropped. The coroutine removes its entry after waking, under
- *          heap_lock, so the loop thread never touches an entry whose
- *          owner may have returned.
- *   timer  a heap-allocated weft_timer. Popping it takes a reference for
- *          the delivery and notes the timer's sequence number; a ticker is
- *          put back at once with its next deadline. After heap_lock is
- *          dropped, the delivery locks the timer and sends weft_now() into
- *          the timer's channel (never blocking: a full channel drops the
- *          value) only if the sequence number is unchanged. stop and reset
- *          bump it, so a fire already popped when they return is dropped.
+ *   sleep  ref is the sleeping coroutine's parker, tagged. Only its firing
+ *          removes it, so sifting and firing never touch the sleeper's
+ *          stack, which is cold by then.
+ *   wait   ref is an entry on a parked coroutine's stack: the deadline of
+ *          a timed park (select with a deadline). The entry keeps its heap
+ *          index so it can be removed early. When it is due, the firing
+ *          thread pops it and, under heap_lock, moves the park's claim word
+ *          from OPEN to TIMEOUT; only if that succeeds is the coroutine
+ *          readied, after the lock is dropped. The coroutine removes its
+ *          entry after waking, under heap_lock, so no firing thread touches
+ *          an entry whose owner may have returned.
+ *   timer  ref is a heap-allocated weft_timer, which also keeps its index.
+ *          Popping it takes a reference for the delivery and notes the
+ *          timer's sequence number; a ticker is put back at once with its
+ *          next deadline. After heap_lock is dropped, the delivery locks the
+ *          timer and sends weft_now() into the timer's channel (never
+ *          blocking: a full channel drops the value) only if the sequence
+ *          number is unchanged. stop and reset bump it, so a fire already
+ *          popped when they return is dropped.
+ *
+ * Who fires: the loop thread, at its timerfd (poller.c), and any P that
+ * runs out of local work and finds the head due, which saves the loop
+ * thread's wakeup and the hand-off through the global queue. Firing pops
+ * at most BATCH nodes per hold of heap_lock, to keep inserts waiting
+ * briefly.
  *
  * A new entry that becomes the earliest kicks the loop thread, which arms
  * its timerfd for the new head (poller.c).
@@ -49,7 +58,7 @@
 #define NOT_IN_HEAP SIZE_MAX
 #define ARITY 4
 /* Entries popped per hold of heap_lock. */
-#define BATCH 128
+#define BATCH 32
 
 enum { ENTRY_WAIT = 1, ENTRY_TIMER = 2 };
 
@@ -62,7 +71,7 @@ typedef struct entry {
 typedef struct wait_entry {
     entry e;
     weft__parker *parker;
-    _Atomic uint32_t *claim; /* NULL for a sleep */
+    _Atomic uint32_t *claim;
 } wait_entry;
 
 struct weft_timer {
@@ -74,10 +83,21 @@ struct weft_timer {
     weft_chan *ch;
 };
 
+/* A heap node. ref is either a sleeping coroutine's parker with tag
+ * NODE_SLEEP, or an entry whose index the heap keeps up to date. A sleep
+ * needs no entry: nothing removes it but its own firing, so sifting and
+ * firing it never touch the sleeper's stack. */
 typedef struct node {
     int64_t deadline;
-    entry *e;
+    uintptr_t ref;
 } node;
+
+#define NODE_SLEEP ((uintptr_t)1)
+
+static inline entry *node_entry(node n)
+{
+    return (n.ref & NODE_SLEEP) ? NULL : (entry *)n.ref;
+}
 
 static _Atomic uint32_t heap_lock;
 static node *heap;             /* guarded by heap_lock */
@@ -88,10 +108,12 @@ static _Atomic int64_t npending;
 
 /* ---- The heap (heap_lock held) ------------------------------------------ */
 
-static void heap_set(size_t i, node n)
+static inline void heap_set(size_t i, node n)
 {
     heap[i] = n;
-    n.e->index = i;
+    entry *e = node_entry(n);
+    if (e)
+        e->index = i;
 }
 
 static void heap_up(size_t i)
@@ -134,9 +156,9 @@ static void heap_publish_head(void)
     atomic_store_explicit(&npending, (int64_t)heap_len, memory_order_relaxed);
 }
 
-/* Insert e with its deadline. Returns true when it became the earliest,
- * false also when memory ran out (then ok is false). */
-static bool heap_insert(entry *e, bool *ok)
+/* Insert n. Returns true when it became the earliest, false also when
+ * memory ran out (then ok is false). */
+static bool heap_insert_node(node n, bool *ok)
 {
     if (heap_len == heap_cap) {
         size_t cap = heap_cap ? heap_cap * 2 : 1024;
@@ -149,16 +171,20 @@ static bool heap_insert(entry *e, bool *ok)
         heap_cap = cap;
     }
     *ok = true;
-    heap[heap_len] = (node){ e->deadline, e };
+    heap[heap_len] = n;
     heap_up(heap_len++);
     heap_publish_head();
-    return e->index == 0;
+    return heap[0].ref == n.ref;
 }
 
-static void heap_remove(entry *e)
+static bool heap_insert(entry *e, bool *ok)
 {
-    size_t i = e->index;
-    e->index = NOT_IN_HEAP;
+    return heap_insert_node((node){ e->deadline, (uintptr_t)e }, ok);
+}
+
+/* Remove the node at i. */
+static void heap_remove_at(size_t i)
+{
     heap_len--;
     if (i != heap_len) {
         heap_set(i, heap[heap_len]);
@@ -168,6 +194,13 @@ static void heap_remove(entry *e)
             heap_down(i);
     }
     heap_publish_head();
+}
+
+static void heap_remove(entry *e)
+{
+    size_t i = e->index;
+    e->index = NOT_IN_HEAP;
+    heap_remove_at(i);
 }
 
 /* Put e back at a new deadline; it is in the heap. */
@@ -239,13 +272,18 @@ int64_t weft__timers_run(int64_t now)
         weft__lock_acquire(&heap_lock);
         while (heap_len && heap[0].deadline <= now &&
                nready < BATCH && nfires < BATCH) {
-            entry *e = heap[0].e;
+            node head = heap[0];
+            entry *e = node_entry(head);
+            if (!e) {
+                heap_remove_at(0);
+                ready[nready++] = (weft__parker *)(head.ref & ~NODE_SLEEP);
+                continue;
+            }
             if (e->kind == ENTRY_WAIT) {
                 wait_entry *w = (wait_entry *)e;
                 heap_remove(e);
                 uint32_t open = WEFT__CLAIM_OPEN;
-                if (!w->claim ||
-                    atomic_compare_exchange_strong(w->claim, &open,
+                if (atomic_compare_exchange_strong(w->claim, &open,
                                                    WEFT__CLAIM_TIMEOUT))
                     ready[nready++] = w->parker;
                 continue;
@@ -292,12 +330,17 @@ void weft__timers_term(void)
     heap_publish_head();
     /* Wait entries belong to coroutines abandoned with the runtime; their
      * stacks are still mapped here. Timers lose the heap's reference. */
-    for (size_t i = 0; i < n; i++)
-        nodes[i].e->index = NOT_IN_HEAP;
+    for (size_t i = 0; i < n; i++) {
+        entry *e = node_entry(nodes[i]);
+        if (e)
+            e->index = NOT_IN_HEAP;
+    }
     weft__lock_release(&heap_lock);
-    for (size_t i = 0; i < n; i++)
-        if (nodes[i].e->kind == ENTRY_TIMER)
-            timer_unref((weft_timer *)nodes[i].e);
+    for (size_t i = 0; i < n; i++) {
+        entry *e = node_entry(nodes[i]);
+        if (e && e->kind == ENTRY_TIMER)
+            timer_unref((weft_timer *)e);
+    }
     free(nodes);
 }
 
@@ -318,13 +361,12 @@ static bool sleep_unlock(void *arg)
 
 int weft__timer_sleep(int64_t deadline)
 {
-    wait_entry w = { .e = { .index = NOT_IN_HEAP, .deadline = deadline,
-                            .kind = ENTRY_WAIT },
-                     .parker = weft__parker_self(), .claim = NULL };
+    weft__parker *self = weft__parker_self();
     sleep_park sp;
     bool ok;
     weft__lock_acquire(&heap_lock);
-    sp.earliest = heap_insert(&w.e, &ok);
+    sp.earliest = heap_insert_node(
+        (node){ deadline, (uintptr_t)self | NODE_SLEEP }, &ok);
     if (!ok) {
         weft__lock_release(&heap_lock);
         return WEFT_ENOMEM;
