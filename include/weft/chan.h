@@ -26,7 +26,9 @@
  * Releasing the last reference while someone waits on the channel is a
  * caller bug, reported as fatal. An operation never touches the channel
  * after it has made another party ready, so the holder of the last
- * reference may release it as soon as its own call returns.
+ * reference may release it as soon as its own call returns. Coroutines
+ * blocked on a channel when the runtime shuts down are abandoned with it.
+ * Such a channel may then only be released, not used again.
  */
 #ifndef WEFT_CHAN_H
 #define WEFT_CHAN_H

@@ -86,6 +86,8 @@ typedef struct waiter {
 typedef struct waitq {
     waiter *first;
     waiter *last;
+    uint32_t nthreads;          /* plain threads among the waiters */
+    uint32_t generation;        /* runtime of the last coroutine queued */
 } waitq;
 
 struct weft_chan {
@@ -114,6 +116,10 @@ static void waitq_push(waitq *q, waiter *w)
         q->first = w;
     q->last = w;
     w->queued = true;
+    if (w->parker->kind == WEFT__PARKER_THREAD)
+        q->nthreads++;
+    else
+        q->generation = weft__generation();
 }
 
 static void waitq_unlink(waitq *q, waiter *w)
@@ -128,6 +134,19 @@ static void waitq_unlink(waitq *q, waiter *w)
         q->last = w->prev;
     w->next = w->prev = NULL;
     w->queued = false;
+    if (w->parker->kind == WEFT__PARKER_THREAD)
+        q->nthreads--;
+}
+
+/* True when q holds a waiter that may still be woken: a plain thread, or a
+ * coroutine of the runtime that is running now. */
+static bool waitq_live(const waitq *q)
+{
+    if (!q->first)
+        return false;
+    return q->nthreads > 0 ||
+           (q->generation == weft__generation() &&
+            atomic_load(&weft__rt.running));
 }
 
 /* Take the first waiter that may still be woken: a select's waiter counts
@@ -185,8 +204,10 @@ void weft_chan_release(weft_chan *ch)
                     "it was retained", (void *)ch);
     if (old > 1)
         return;
+    /* Coroutines abandoned by a runtime that has shut down do not count:
+     * their records vanished with their stacks and are never read again. */
     weft__lock_acquire(&ch->lock);
-    bool waiting = ch->recvq.first || ch->sendq.first;
+    bool waiting = waitq_live(&ch->recvq) || waitq_live(&ch->sendq);
     weft__lock_release(&ch->lock);
     if (waiting)
         weft__fatal("weft_chan_release: the last reference to channel %p was "
