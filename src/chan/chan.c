@@ -40,7 +40,9 @@
  *     and the waker goes on to the next one. The winner records which
  *     waiter fired, transfers the value and readies the select.
  *  5. Woken, the select locks every channel again, unlinks its waiters
- *     that are still queued, unlocks and returns the case that fired.
+ *     that are still queued, unlocks and returns the case that fired. It
+ *     holds a reference to each channel from step 3 to here, because the
+ *     party that woke it may release the caller's last reference at once.
  * So exactly one case of a select fires (the claim is a single CAS), a
  * value is never delivered to a select that no longer waits (the waker
  * holds the channel lock while it claims and transfers), and no wakeup is
@@ -698,6 +700,11 @@ static int select_run(weft_case *cases, size_t n, int mode, int64_t deadline)
         if (c->chan)
             waitq_push(c->dir == WEFT_SEND ? &c->chan->sendq : &c->chan->recvq, w);
     }
+    /* Once woken, this select still unlinks its other waiters, while the
+     * waker may already have dropped the last reference of the caller's.
+     * So it holds a reference of its own to each channel until then. */
+    for (size_t i = 0; i < distinct; i++)
+        atomic_fetch_add_explicit(&chans[i]->refs, 1, memory_order_relaxed);
     int reason = n ? WEFT__WAIT_SELECT : WEFT__WAIT_SELECT_NO_CASES;
     bool timed_out;
     if (mode == 2) {
@@ -716,6 +723,8 @@ static int select_run(weft_case *cases, size_t n, int mode, int64_t deadline)
             waitq_unlink(w->is_send ? &w->chan->sendq : &w->chan->recvq, w);
     }
     unlock_all(&locks);
+    for (size_t i = 0; i < distinct; i++)
+        weft_chan_release(chans[i]);
     if (timed_out) {
         result = WEFT_ETIMEDOUT;
     } else {

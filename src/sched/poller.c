@@ -3,17 +3,20 @@
  *
  * The loop runs on a thread of its own from weft_init to weft_shutdown.
  * Other threads reach it only through uv_async_send (libuv's one
- * thread-safe call), wrapped by weft__poller_kick; coroutines never call
- * libuv themselves.
+ * thread-safe call), wrapped by weft__poller_backstop. Coroutines never
+ * call libuv themselves.
  *
- * Timers: the heap itself is in timer.c. The loop arms one timerfd
- * (CLOCK_MONOTONIC, absolute, nanosecond resolution) at the heap's earliest
- * deadline and watches it with uv_poll. On expiry it runs every entry that
- * is due on the weft_now clock, never on libuv's cached millisecond clock,
- * so a sleep never ends early. A kick makes it re-read the earliest
- * deadline, which an insert does when its entry became the head.
+ * Timer backstop: the heap is in timer.c, and the Ps fire it (see
+ * "Timers" in sched.c). In case every P runs a coroutine that does not
+ * yield, the loop arms one timerfd (CLOCK_MONOTONIC, absolute) at the
+ * heap's earliest deadline plus BACKSTOP_NS and watches it with uv_poll.
+ * When it expires the loop fires what is due and re-arms for the new head.
+ * The armed time is published in backstop_at. An insert whose deadline
+ * needs an earlier backstop kicks the loop, which re-arms. While the Ps
+ * keep up, the loop thread wakes about once per BACKSTOP_NS at most, so it
+ * rarely takes a CPU from them.
  *
- * Callers: weft__poller_kick from any thread; the rest from the loop
+ * Callers: weft__poller_backstop from any thread; the rest from the loop
  * thread or from weft_init/weft_shutdown.
  */
 #define _GNU_SOURCE
@@ -36,10 +39,31 @@ static int timer_fd = -1;
 static pthread_t loop_thread;
 static _Atomic int loop_stop;
 static int64_t armed_deadline; /* loop thread only: what timer_fd is set to */
+static _Atomic int64_t backstop_at; /* armed_deadline for other threads */
 
-/* Arm timer_fd for deadline (0: disarm). Loop thread only. */
-static void rearm(int64_t next)
+/* Lateness of the loop thread's backstop behind the earliest deadline. */
+#define BACKSTOP_NS 4000000
+
+static int64_t backstop_for(int64_t head)
 {
+    if (head <= 0)
+        return 0;
+    return head > INT64_MAX - BACKSTOP_NS ? INT64_MAX : head + BACKSTOP_NS;
+}
+
+/* Arm timer_fd for the heap head (0: disarm). Loop thread only. */
+static void rearm(int64_t head)
+{
+    /* Publish, then read the head again (both seq_cst). An inserter loads
+     * backstop_at after storing its head, so either it saw this value and
+     * kicks if it is too late, or the second read here sees its entry. */
+    atomic_store(&backstop_at, backstop_for(head));
+    int64_t again = weft__timers_next();
+    if (again > 0 && (head == 0 || again < head)) {
+        head = again;
+        atomic_store(&backstop_at, backstop_for(head));
+    }
+    int64_t next = backstop_for(head);
     if (next == armed_deadline)
         return;
     struct itimerspec its;
@@ -73,11 +97,7 @@ static void on_kick(uv_async_t *h)
         uv_close((uv_handle_t *)&timer_poll, NULL);
         return;
     }
-    int64_t next = weft__timers_next();
-    /* A deadline already due is served now rather than through timer_fd. */
-    if (next > 0 && next <= weft_now())
-        next = weft__timers_run(weft_now());
-    rearm(next);
+    rearm(weft__timers_next());
 }
 
 static void *loop_main(void *arg)
@@ -91,6 +111,7 @@ int weft__poller_init(void)
 {
     atomic_store(&loop_stop, 0);
     armed_deadline = 0;
+    atomic_store(&backstop_at, 0);
     int err = uv_loop_init(&loop);
     if (err)
         return err == UV_ENOMEM ? -ENOMEM : err;
@@ -123,8 +144,11 @@ int weft__poller_init(void)
     return 0;
 }
 
-void weft__poller_kick(void)
+void weft__poller_backstop(int64_t deadline)
 {
+    int64_t at = atomic_load(&backstop_at);
+    if (at != 0 && at - BACKSTOP_NS <= deadline)
+        return;
     /* The loop's handles exist only between init and term, which the
      * entry gate brackets. */
     if (!weft__gate_enter())

@@ -12,7 +12,18 @@
  *  3. Become a spinning P (if fewer than half of the busy Ps already spin)
  *     and steal half of another P's queue, victims in random order, for up
  *     to SPIN_NS. runnext is stolen only on the last pass of a round.
- *  4. Go idle: see "Spinning" below, then sleep on the P's note.
+ *  4. Go idle: see "Spinning" below, then sleep on the P's note, until the
+ *     earliest timer's deadline when there is one.
+ *
+ * Timers. Ps fire due timers themselves (timer.c): when they run out of
+ * local work, every GLOBAL_CHECK_ROUNDS rounds (in post_switch, once the
+ * parking G's locks are dropped), and when an idle P's sleep reaches the
+ * earliest deadline. A new earliest deadline wakes an idle P
+ * (weft__timers_changed), so some sleeping P always sleeps until it. The
+ * same seq_cst pairing as below covers it: the inserter stores the heap's
+ * head and then loads npidle and nmspinning; a P going idle publishes
+ * itself and then loads the head. The loop thread is only a backstop, for
+ * when every P runs a coroutine that does not yield.
  *
  * Spinning. The invariant that prevents lost wakeups: whenever work is
  * queued and a P is idle, either some P is spinning (and will look at that
@@ -430,6 +441,40 @@ static void note_sleep(weft__p *p)
     atomic_store_explicit(&p->note, 0, memory_order_relaxed);
 }
 
+/* note_sleep until deadline. Returns false when the deadline passed with
+ * no note posted. */
+static bool note_sleep_until(weft__p *p, int64_t deadline)
+{
+    while (atomic_load_explicit(&p->note, memory_order_acquire) == 0) {
+        if (!weft__futex_wait_until(&p->note, 0, deadline) &&
+            atomic_load_explicit(&p->note, memory_order_acquire) == 0)
+            return false;
+    }
+    atomic_store_explicit(&p->note, 0, memory_order_relaxed);
+    return true;
+}
+
+/* Take p off the idle list. Returns false when a waker popped it first;
+ * that waker is posting p's note and has made p spinning. */
+static bool idle_remove(weft__p *p)
+{
+    bool removed = false;
+    weft__lock_acquire(&weft__rt.lock);
+    if (p->idle) {
+        for (weft__p **pp = &weft__rt.idle; *pp; pp = &(*pp)->idle_next) {
+            if (*pp == p) {
+                *pp = p->idle_next;
+                break;
+            }
+        }
+        p->idle = false;
+        atomic_fetch_sub(&weft__rt.npidle, 1);
+        removed = true;
+    }
+    weft__lock_release(&weft__rt.lock);
+    return removed;
+}
+
 /* Wake one idle P to spin, unless one already spins. Any thread. */
 static void wakep(void)
 {
@@ -524,6 +569,20 @@ __attribute__((noinline)) static weft__g *gq_take_slow(weft__p *p, bool batch)
     return g;
 }
 
+/* Fire the timers that are due, if any. Returns true when it fired some.
+ * Owner of the calling P; the timers it readies go to the local queue. */
+static bool run_due_timers(void)
+{
+    int64_t head = weft__timers_next();
+    if (head == 0)
+        return false;
+    int64_t now = now_ns();
+    if (head > now)
+        return false;
+    weft__timers_run(now);
+    return true;
+}
+
 /* Take the next G from p's own queues or the global queue, without
  * stealing or sleeping. NULL when there is none or the runtime stops.
  * Owner only; runs on g0 or on the stack of a G that is switching away. */
@@ -535,6 +594,9 @@ static weft__g *pick_local(weft__p *p)
         return NULL;
     if (--p->global_countdown == 0) {
         p->global_countdown = GLOBAL_CHECK_ROUNDS;
+        /* Not here: a parking G still holds the locks its unlock step
+         * releases. post_switch runs the timers once those are dropped. */
+        p->timers_check = true;
         if ((g = gq_take(p, false)))
             return g;
     }
@@ -552,18 +614,6 @@ static weft__g *pick_local(weft__p *p)
     if (g && atomic_compare_exchange_strong(&p->runnext, &g, NULL))
         return g;
     return gq_take(p, true);
-}
-
-static bool run_due_timers(void)
-{
-    int64_t head = weft__timers_next();
-    if (head == 0)
-        return false;
-    int64_t now = now_ns();
-    if (head > now)
-        return false;
-    weft__timers_run(now);
-    return true;
 }
 
 /* Find the next G to run; sleeps when there is none. NULL when stopping.
@@ -632,29 +682,32 @@ top:
         atomic_fetch_sub(&weft__rt.nmspinning, 1);
     /* The spinner half of the protocol: recheck after leaving the count. */
     if (any_work(p) || atomic_load(&weft__rt.stopping)) {
-        bool removed = false;
-        weft__lock_acquire(&weft__rt.lock);
-        if (p->idle) {
-            for (weft__p **pp = &weft__rt.idle; *pp; pp = &(*pp)->idle_next) {
-                if (*pp == p) {
-                    *pp = p->idle_next;
-                    break;
-                }
-            }
-            p->idle = false;
-            atomic_fetch_sub(&weft__rt.npidle, 1);
-            removed = true;
-        }
-        weft__lock_release(&weft__rt.lock);
-        if (removed) {
+        if (idle_remove(p)) {
             p->spinning = true;
             atomic_fetch_add(&weft__rt.nmspinning, 1);
             goto top;
         }
         /* Someone popped us and is posting our note; take it below. */
+        note_sleep(p);
+        goto top;
     }
-    note_sleep(p);
+    /* Loaded after npidle was raised: see "Timers". */
+    int64_t head = weft__timers_next();
+    if (head == 0) {
+        note_sleep(p);
+    } else if (!note_sleep_until(p, head)) {
+        /* The earliest deadline came: fire it from top, unless a waker
+         * popped p meanwhile, whose note then arrives shortly. */
+        if (!idle_remove(p))
+            note_sleep(p);
+    }
     goto top;
+}
+
+void weft__timers_changed(void)
+{
+    if (atomic_load(&weft__rt.npidle) > 0 && atomic_load(&weft__rt.nmspinning) == 0)
+        wakep();
 }
 
 /* ---- G records ---------------------------------------------------------- */
@@ -828,6 +881,10 @@ static void post_switch(weft__p *p)
         break;
     default:
         weft__fatal("coroutine switched away without a reason");
+    }
+    if (p->timers_check) {
+        p->timers_check = false;
+        run_due_timers();
     }
 }
 

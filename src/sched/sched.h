@@ -140,6 +140,7 @@ typedef struct weft__p {
     uint64_t id_end;
     weft__stack_cache stacks;
     bool spinning;               /* counted in nmspinning; see "Spinning" */
+    bool timers_check;           /* post_switch fires due timers */
     void *g0_stack_lo;           /* AddressSanitizer: thread stack bounds */
     size_t g0_stack_size;
     void *g0_fake_stack;
@@ -234,8 +235,9 @@ int64_t weft__sched_live(void);
 /* Poller: the libuv loop thread, which runs the timers. */
 int weft__poller_init(void);
 void weft__poller_term(void);
-/* Make the loop thread look at the timer heap again. Any thread. */
-void weft__poller_kick(void);
+/* Make sure the loop thread's backstop fires no later than a few
+ * milliseconds after deadline. Any thread. */
+void weft__poller_backstop(int64_t deadline);
 
 /* Timers (timer.c): the heap the loop thread serves. */
 /* Sleep the calling coroutine until deadline. */
@@ -243,8 +245,11 @@ int weft__timer_sleep(int64_t deadline);
 /* weft__park_until for a coroutine. */
 bool weft__timer_park_until(weft__unlock_fn unlock, void *arg, int reason,
                             int64_t deadline, _Atomic uint32_t *claim);
-/* Loop thread: fire what is due at now; return the earliest deadline left,
- * or 0 when the heap is empty. */
+/* A new earliest deadline was inserted: make sure a P sleeps until it.
+ * Any thread (sched.c). */
+void weft__timers_changed(void);
+/* Fire what is due at now; return the earliest deadline left, or 0 when
+ * the heap is empty. Loop thread or a P's owner. */
 int64_t weft__timers_run(int64_t now);
 /* The earliest deadline, or 0. Any thread. */
 int64_t weft__timers_next(void);

@@ -26,11 +26,13 @@
  *          number is unchanged. stop and reset bump it, so a fire already
  *          popped when they return is dropped.
  *
- * Who fires: the loop thread, at its timerfd (poller.c), and any P that
- * runs out of local work and finds the head due, which saves the loop
- * thread's wakeup and the hand-off through the global queue. Firing pops
- * at most BATCH nodes per hold of heap_lock, to keep inserts waiting
- * briefly.
+ * Who fires: the Ps, when they run out of local work, every few dozen
+ * scheduling rounds, and when an idle P's sleep reaches the head's
+ * deadline ("Timers" in sched.c). Readied coroutines go to the firing P's
+ * local queue. The loop thread fires only as a backstop, a few
+ * milliseconds late, for when every P runs a coroutine that does not
+ * yield (poller.c). Firing pops at most BATCH nodes per hold of heap_lock,
+ * to keep inserts waiting briefly.
  *
  * A new entry that becomes the earliest kicks the loop thread, which arms
  * its timerfd for the new head (poller.c).
@@ -78,6 +80,7 @@ struct weft_timer {
     entry e;
     _Atomic uint32_t lock;
     uint64_t seq;      /* bumped by stop, reset and release */
+    _Atomic int inflight; /* fires popped but not yet delivered */
     int64_t period;    /* 0 for a one-shot timer */
     _Atomic int refs;
     weft_chan *ch;
@@ -151,8 +154,8 @@ static void heap_down(size_t i)
 
 static void heap_publish_head(void)
 {
-    atomic_store_explicit(&heap_head, heap_len ? heap[0].deadline : 0,
-                          memory_order_relaxed);
+    /* seq_cst: the inserter's half of "Timers" in sched.c. */
+    atomic_store(&heap_head, heap_len ? heap[0].deadline : 0);
     atomic_store_explicit(&npending, (int64_t)heap_len, memory_order_relaxed);
 }
 
@@ -213,10 +216,14 @@ static void heap_move(entry *e, int64_t deadline)
     heap_publish_head();
 }
 
+/* After an insert: when the entry became the earliest, make sure a P
+ * sleeps until it and that the loop thread's backstop is armed for it. */
 static void kick_if(bool earliest)
 {
-    if (earliest)
-        weft__poller_kick();
+    if (!earliest)
+        return;
+    weft__timers_changed();
+    weft__poller_backstop(weft__timers_next());
 }
 
 /* ---- The loop thread's side --------------------------------------------- */
@@ -239,6 +246,7 @@ static void timer_unref(weft_timer *t)
 static void deliver(weft_timer *t, uint64_t seq)
 {
     weft__lock_acquire(&t->lock);
+    atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
     if (t->seq == seq) {
         int64_t now = weft_now();
         weft_chan_try_send(t->ch, &now);
@@ -296,6 +304,7 @@ int64_t weft__timers_run(int64_t now)
                 /* The heap's reference passes to the delivery. */
                 heap_remove(e);
             }
+            atomic_fetch_add_explicit(&t->inflight, 1, memory_order_relaxed);
             fires[nfires++] = (delivery){ t, t->seq };
         }
         bool more = heap_len && heap[0].deadline <= now;
@@ -312,7 +321,7 @@ int64_t weft__timers_run(int64_t now)
 
 int64_t weft__timers_next(void)
 {
-    return atomic_load_explicit(&heap_head, memory_order_relaxed);
+    return atomic_load(&heap_head);
 }
 
 int64_t weft__timers_pending(void)
@@ -438,15 +447,19 @@ static int64_t deadline_after(int64_t d)
  * true if either was there. t->lock held. */
 static bool stop_locked(weft_timer *t)
 {
-    bool pending = false;
+    bool pending = false, in_heap = false;
     weft__lock_acquire(&heap_lock);
     if (t->e.index != NOT_IN_HEAP) {
         heap_remove(&t->e);
-        pending = true;
+        in_heap = true;
     }
+    /* A fire popped but not delivered is discarded by the seq bump, so it
+     * was still pending. Pops raise inflight under heap_lock, deliveries
+     * lower it under t->lock: both are held here. */
+    pending = in_heap || atomic_load_explicit(&t->inflight, memory_order_relaxed) > 0;
     t->seq++;
     weft__lock_release(&heap_lock);
-    if (pending) /* the heap's reference; the owner still holds one */
+    if (in_heap) /* the heap's reference; the owner still holds one */
         atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
     if (weft_chan_try_recv(t->ch, NULL) == 0)
         pending = true;
