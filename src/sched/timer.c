@@ -388,34 +388,36 @@ typedef struct timed_park {
     weft__unlock_fn inner;
     void *arg;
     wait_entry *w;
-    bool inserted;
 } timed_park;
 
-/* Runs after the coroutine has switched away, before its waiters can be
- * found: the entry goes in while the caller's locks still hide the
- * coroutine from wakers, so it is in the heap before anyone can ready the
- * coroutine, and removed by the coroutine itself after it wakes. */
+/* Runs after the coroutine has switched away, while the caller's locks
+ * still hide it from wakers: the entry goes in first, so it is in the heap
+ * before anyone can ready the coroutine, and the coroutine removes it
+ * itself after it wakes. Once the entry is in, the deadline may fire and
+ * resume the coroutine on another P, which reuses the stack holding *tp:
+ * so everything needed afterwards is copied out first. The caller's locks
+ * (and the data they guard) stay valid until inner has released them. */
 static bool timed_unlock(void *arg)
 {
     timed_park *tp = arg;
+    weft__unlock_fn inner = tp->inner;
+    void *inner_arg = tp->arg;
+    wait_entry *w = tp->w;
+    _Atomic uint32_t *claim = w->claim;
     bool ok;
     weft__lock_acquire(&heap_lock);
-    bool earliest = heap_insert(&tp->w->e, &ok);
+    bool earliest = heap_insert(&w->e, &ok);
     weft__lock_release(&heap_lock);
-    tp->inserted = ok;
-    kick_if(earliest);
     if (!ok) {
-        /* No room for the deadline: end the wait now unless a waker is
-         * already on its way. */
-        uint32_t open = WEFT__CLAIM_OPEN;
-        if (atomic_compare_exchange_strong(tp->w->claim, &open,
-                                           WEFT__CLAIM_TIMEOUT)) {
-            if (tp->inner)
-                tp->inner(tp->arg);
-            return false;
-        }
+        /* No room for the deadline (nothing was published): end the wait
+         * now, as if it had passed. */
+        atomic_store(claim, WEFT__CLAIM_TIMEOUT);
+        if (inner)
+            inner(inner_arg);
+        return false;
     }
-    if (tp->inner && !tp->inner(tp->arg))
+    kick_if(earliest);
+    if (inner && !inner(inner_arg))
         weft__fatal("a timed park's unlock step must not cancel the park");
     return true;
 }
@@ -426,7 +428,7 @@ bool weft__timer_park_until(weft__unlock_fn unlock, void *arg, int reason,
     wait_entry w = { .e = { .index = NOT_IN_HEAP, .deadline = deadline,
                             .kind = ENTRY_WAIT },
                      .parker = weft__parker_self(), .claim = claim };
-    timed_park tp = { .inner = unlock, .arg = arg, .w = &w, .inserted = false };
+    timed_park tp = { .inner = unlock, .arg = arg, .w = &w };
     weft__park(timed_unlock, &tp, reason);
     weft__lock_acquire(&heap_lock);
     if (w.e.index != NOT_IN_HEAP)
