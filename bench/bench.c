@@ -5,8 +5,8 @@
  *
  * The driver never starts a runtime itself. Every measurement is a fresh
  * child process: this executable run again as
- * "weft-bench --child IMPL WORKLOAD COUNT", or the Go program in bench/go,
- * built once per harness run with `go build`. A child runs one workload
+ * "weft-bench --child IMPL WORKLOAD COUNT [PARAM]", or the Go program in
+ * bench/go, built once per harness run with `go build`. A child runs one workload
  * once and prints "result VALUE" on stdout. The driver kills a child that
  * outlives --timeout and marks its cell FAIL. Separate processes keep one
  * runtime's memory out of another's RSS reading, and every run starts
@@ -48,6 +48,7 @@
 #endif
 
 #define MAX_REPS 50
+#define MAX_ROWS 16
 #define DEFAULT_TIMEOUT_S 120
 #define GO_BUILD_TIMEOUT_S 300
 
@@ -61,6 +62,8 @@ typedef struct row {
     const char *unit;
     int reps;
     int64_t count[IMPL_COUNT];      /* passed to the child, 0 when not run */
+    int64_t param;                  /* passed to the child when not 0; its
+                                     * meaning per workload is in bench.h */
     double scale[IMPL_COUNT];       /* multiplies each child result */
     const char *note;               /* what differs between the columns */
 
@@ -152,15 +155,17 @@ static bool parse_count(const char *s, int64_t *out)
 /* Run one workload in this process and print its result for the driver. */
 static int child_main(int argc, char **argv)
 {
-    int64_t count;
-    if (argc != 5 || !parse_count(argv[4], &count))
-        bench_fail("usage: weft-bench --child weft|pthreads WORKLOAD COUNT");
+    int64_t count, param = 0;
+    if (argc < 5 || argc > 6 || !parse_count(argv[4], &count) ||
+        (argc == 6 && !parse_count(argv[5], &param)))
+        bench_fail("usage: weft-bench --child weft|pthreads WORKLOAD COUNT "
+                   "[PARAM]");
 
     bench_result result;
     if (strcmp(argv[2], "weft") == 0)
-        result = weft_workload_run(argv[3], count);
+        result = weft_workload_run(argv[3], count, param);
     else if (strcmp(argv[2], "pthreads") == 0)
-        result = pthread_workload_run(argv[3], count);
+        result = pthread_workload_run(argv[3], count, param);
     else
         bench_fail("unknown implementation \"%s\" (expected weft or pthreads)",
                    argv[2]);
@@ -240,9 +245,12 @@ static bool run_process(char *const argv[], const char *dir, int timeout_s,
     close(fds[0]);
 
     /* A child may close stdout and keep running, so the deadline applies
-     * here too. */
+     * here too. A child past the deadline is killed before the blocking
+     * wait, which would otherwise wait for a hung child forever. */
     int status = 0;
     for (;;) {
+        if (timed_out)
+            kill(pid, SIGKILL);
         pid_t r = waitpid(pid, &status, timed_out ? 0 : WNOHANG);
         if (r == pid)
             break;
@@ -252,9 +260,7 @@ static bool run_process(char *const argv[], const char *dir, int timeout_s,
         }
         if (r == 0 && bench_now_ns() >= deadline)
             timed_out = true;
-        if (timed_out)
-            kill(pid, SIGKILL);
-        else
+        else if (r == 0)
             usleep(10000);
     }
 
@@ -352,9 +358,9 @@ static void row_set(row *r, const char *label, const char *workload,
     r->note = note;
 }
 
-/* Counts per mode. Quick mode keeps the full counts where a run takes well
- * under a second and cuts repetitions, the yield loop and the 1,000,000
- * coroutine memory row instead. */
+/* Counts per mode. For the first rows, quick mode keeps the full counts
+ * where a run takes well under a second and cuts repetitions, the yield
+ * loop and the 1,000,000 coroutine memory row instead. */
 static int rows_init(row *rows, const options *opt)
 {
     int timing_reps = opt->quick ? 3 : 5;
@@ -363,6 +369,20 @@ static int rows_init(row *rows, const options *opt)
         timing_reps = memory_reps = opt->reps;
     int64_t switches = opt->quick ? 2000000 : 10000000;
     int64_t handoffs = opt->quick ? 50000 : 200000;
+    /* The channel rows run a tenth of their full counts in quick mode.
+     * pthreads runs fewer round trips and unbuffered messages, because a
+     * handoff between threads took 10 to 40 microseconds on the machine in
+     * docs/benchmarks.md. */
+    int64_t tenth = opt->quick ? 10 : 1;
+    int64_t trips = 1000000 / tenth;
+    int64_t pthread_trips = 50000 / tenth;
+    int64_t items = 10000000 / tenth;
+    int64_t messages = 4000000 / tenth;
+    int64_t pthread_unbuffered = 400000 / tenth;
+    int64_t sleepers = 100000 / tenth;
+    int64_t pthread_sleepers = 1000 / tenth;
+    int64_t leaves = 1000000 / tenth;
+    int64_t pthread_leaves = 10000 / tenth;
     int n = 0;
 
     row_set(&rows[n++], "spawn", "spawn", "ns/op", timing_reps,
@@ -390,6 +410,55 @@ static int rows_init(row *rows, const options *opt)
     if (!opt->quick)
         row_set(&rows[n++], "memory 1M", "memory", "KiB/task", memory_reps,
                 1000000, 10000, 1000000, NULL);
+
+    row_set(&rows[n], "pingpong 1P", "pingpong", "ns/trip", timing_reps,
+            trips, pthread_trips, trips,
+            "pingpong: round trips over two unbuffered channels, on 1 and on "
+            "2 processors (weft maxprocs, GOMAXPROCS, or the CPUs the "
+            "pthreads process may use). pthreads uses two rendezvous queues "
+            "(a mutex, condition variables, a one-slot buffer and a "
+            "handshake) and runs a twentieth of the round trips.");
+    rows[n++].param = 1;
+    row_set(&rows[n], "pingpong 2P", "pingpong", "ns/trip", timing_reps,
+            trips, pthread_trips, trips, NULL);
+    rows[n++].param = 2;
+    row_set(&rows[n], "chan 1:1", "chan", "ns/item", timing_reps,
+            items, items, items,
+            "chan: a channel of capacity 1,024 carries 64-bit ints from 1 "
+            "producer to 1 consumer, or from 4 to 4; pthreads uses a bounded "
+            "queue under one mutex.");
+    rows[n++].param = 1;
+    row_set(&rows[n], "chan 4:4", "chan", "ns/item", timing_reps,
+            items, items, items, NULL);
+    rows[n++].param = 4;
+    row_set(&rows[n], "select buf", "select", "ns/msg", timing_reps,
+            messages, messages, messages,
+            "select: one receiver selects over 4 channels of capacity 128 "
+            "(buf) or 0 (unbuf), each fed by its own producer; pthreads "
+            "waits on one condition variable shared by 4 queues and runs a "
+            "tenth of the unbuffered messages.");
+    rows[n++].param = 128;
+    row_set(&rows[n++], "select unbuf", "select", "ns/msg", timing_reps,
+            messages, pthread_unbuffered, messages, NULL);
+    row_set(&rows[n++], "sleep", "sleep", "ms", timing_reps,
+            sleepers, pthread_sleepers, sleepers,
+            opt->quick
+                ? "sleep: 10,000 tasks sleep 1 ms ten times each; total time. "
+                  "pthreads runs 100 threads, unscaled."
+                : "sleep: 100,000 tasks sleep 1 ms ten times each; total "
+                  "time. pthreads runs 1,000 threads, unscaled.");
+    row_set(&rows[n], "skynet chan", "skynet-chan", "ms", timing_reps,
+            leaves, pthread_leaves, leaves,
+            opt->quick
+                ? "skynet chan: the skynet tree with an unbuffered channel per "
+                  "node (Go runs its skynet again), 100,000 leaves; pthreads "
+                  "runs 1,000 leaves with a rendezvous queue per node and "
+                  "its time is multiplied by 100."
+                : "skynet chan: the skynet tree with an unbuffered channel per "
+                  "node (Go runs its skynet again), 1,000,000 leaves; "
+                  "pthreads runs 10,000 leaves with a rendezvous queue per "
+                  "node and its time is multiplied by 100.");
+    rows[n++].scale[IMPL_PTHREADS] = (double)leaves / (double)pthread_leaves;
 
     if (opt->only) {
         int selected = 0;
@@ -589,6 +658,15 @@ static void print_target(const char *goal, const row *r, double limit,
            weft, r->unit, limit, limit_source);
 }
 
+/* Print whether the row's weft median is at most factor times Go's median
+ * of the same run. */
+static void print_go_target(const char *goal, const row *r, double factor,
+                            const char *limit_source)
+{
+    double go = r ? row_median(r, IMPL_GO) : -1.0;
+    print_target(goal, r, go < 0 ? -1.0 : go * factor, limit_source);
+}
+
 /* The project's goals, checked against this run's medians. Limits taken
  * from Go use the Go median of the same run. */
 static void print_targets(const row *rows, int n)
@@ -608,6 +686,18 @@ static void print_targets(const row *rows, int n)
                  go_skynet < 0 ? -1.0 : go_skynet / 2, "half of Go's median");
     print_target("at most 4.5 KiB per idle coroutine at 1M live", memory, 4.5,
                  "fixed");
+    print_go_target("pingpong 1P at most 0.6 of Go's time",
+                    row_find(rows, n, "pingpong 1P"), 0.6,
+                    "0.6 of Go's median");
+    static const char *const at_most_go[] = {
+        "chan 1:1", "chan 4:4", "select buf", "select unbuf", "sleep",
+    };
+    for (size_t i = 0; i < sizeof at_most_go / sizeof at_most_go[0]; i++) {
+        char goal[64];
+        snprintf(goal, sizeof goal, "%s at most Go's time", at_most_go[i]);
+        print_go_target(goal, row_find(rows, n, at_most_go[i]), 1.0,
+                        "Go's median");
+    }
 }
 
 /* ---- driver ---------------------------------------------------------------- */
@@ -685,7 +775,8 @@ static void print_machine(const options *opt)
         run_process(git_argv, NULL, 30, version, sizeof version, why, sizeof why))
         printf("source tree: %s at git %.*s\n", WEFT_BENCH_SOURCE_ROOT,
                (int)strcspn(version, "\n"), version);
-    printf("weft maxprocs: %s%s (the yield workload always uses 1)\n",
+    printf("weft maxprocs: %s%s (yield and pingpong 1P always use 1, "
+           "pingpong 2P uses 2)\n",
            maxprocs ? "WEFT_MAXPROCS=" : "default, every usable CPU",
            maxprocs ? maxprocs : "");
 }
@@ -694,18 +785,31 @@ static void print_machine(const options *opt)
  * the failure. */
 static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
 {
-    char count[32], out[512], why[256];
+    char count[32], param[32], out[512], why[256];
     snprintf(count, sizeof count, "%lld", (long long)r->count[impl]);
-    char *child_argv[7];
+    snprintf(param, sizeof param, "%lld", (long long)r->param);
+    char *child_argv[8];
+    int argc = 0;
     if (impl == IMPL_GO) {
-        char *argv_go[] = { go_binary, "-workload", (char *)r->workload, "-n",
-                            count, NULL };
-        memcpy(child_argv, argv_go, sizeof argv_go);
+        child_argv[argc++] = go_binary;
+        child_argv[argc++] = "-workload";
+        child_argv[argc++] = (char *)r->workload;
+        child_argv[argc++] = "-n";
+        child_argv[argc++] = count;
+        if (r->param != 0) {
+            child_argv[argc++] = "-param";
+            child_argv[argc++] = param;
+        }
     } else {
-        char *argv_c[] = { (char *)self, "--child", (char *)impl_names[impl],
-                           (char *)r->workload, count, NULL };
-        memcpy(child_argv, argv_c, sizeof argv_c);
+        child_argv[argc++] = (char *)self;
+        child_argv[argc++] = "--child";
+        child_argv[argc++] = (char *)impl_names[impl];
+        child_argv[argc++] = (char *)r->workload;
+        child_argv[argc++] = count;
+        if (r->param != 0)
+            child_argv[argc++] = param;
     }
+    child_argv[argc] = NULL;
 
     printf("%-12s %-9s run %d/%d  n=%-8s ", r->label, impl_names[impl], rep + 1,
            r->reps, count);
@@ -752,14 +856,17 @@ static void usage(FILE *out)
         "usage: weft-bench [--quick] [--reps N] [--only LIST] [--csv PATH]\n"
         "                  [--timeout SECONDS] [--no-go]\n"
         "\n"
-        "Runs the spawn, yield, skynet and memory workloads on weft, POSIX\n"
-        "threads and Go (when go is on PATH), each run in a fresh process,\n"
-        "and prints the medians.\n"
+        "Runs the spawn, yield, skynet, memory, pingpong, chan, select, sleep\n"
+        "and skynet-chan workloads on weft, POSIX threads and Go (when go is\n"
+        "on PATH), each run in a fresh process, and prints the medians.\n"
         "\n"
-        "  --quick          fewer repetitions, a shorter yield loop and no\n"
-        "                   1,000,000-coroutine memory row (about a minute)\n"
+        "  --quick          fewer repetitions, a shorter yield loop, no\n"
+        "                   1,000,000-coroutine memory row and a tenth of the\n"
+        "                   counts of the pingpong, chan, select, sleep and\n"
+        "                   skynet-chan rows (under a minute)\n"
         "  --reps N         runs per workload and implementation (1 to %d)\n"
-        "  --only LIST      comma-separated workloads: spawn,yield,skynet,memory\n"
+        "  --only LIST      comma-separated workloads: spawn,yield,skynet,\n"
+        "                   memory,pingpong,chan,select,sleep,skynet-chan\n"
         "  --csv PATH       CSV output (default %s/results-quick.csv\n"
         "                   or results-full.csv)\n"
         "  --timeout S      kill a run after S seconds (default %d)\n"
@@ -831,11 +938,12 @@ int main(int argc, char **argv)
         bench_fail("cannot resolve /proc/self/exe: %s", strerror(errno));
     self[len] = '\0';
 
-    static row rows[8];
+    static row rows[MAX_ROWS];
     int nrows = rows_init(rows, &opt);
     if (nrows == 0)
         bench_fail("--only %s selects no workload (expected a comma-separated "
-                   "list of spawn, yield, skynet, memory)", opt.only);
+                   "list of spawn, yield, skynet, memory, pingpong, chan, "
+                   "select, sleep, skynet-chan)", opt.only);
 
     print_machine(&opt);
     bool go_ready = opt.use_go ? go_prepare() : false;

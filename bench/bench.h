@@ -4,11 +4,25 @@
  * POSIX threads (pthread_workloads.c).
  *
  * A workload runs once per process and returns one number in its raw unit:
- *   spawn   nanoseconds per task spawned and finished
- *   yield   nanoseconds per switch between two tasks on one CPU
- *   skynet  milliseconds for the whole tree (count is the number of leaves)
- *   memory  KiB of resident memory (VmRSS) per parked task, with the
- *           page-table growth per task beside it
+ *   spawn        nanoseconds per task spawned and finished
+ *   yield        nanoseconds per switch between two tasks on one CPU
+ *   skynet       milliseconds for the whole tree (count is the number of
+ *                leaves); weft sums with wait groups and atomics
+ *   skynet-chan  the same tree, each node receiving its children's sums on
+ *                an unbuffered channel of its own
+ *   memory       KiB of resident memory (VmRSS) per parked task, with the
+ *                page-table growth per task beside it
+ *   pingpong     nanoseconds per round trip between two tasks over two
+ *                unbuffered channels
+ *   chan         nanoseconds per item through one buffered channel
+ *   select       nanoseconds per message taken by one receiver selecting
+ *                over SELECT_CHANNELS channels
+ *   sleep        milliseconds until every task has slept SLEEP_ROUNDS times
+ * Some workloads take a parameter besides the count, 0 meaning none:
+ *   pingpong     processors: weft's maxprocs, Go's GOMAXPROCS, or the CPUs
+ *                the pthreads process may run on
+ *   chan         producers, and as many consumers
+ *   select       capacity of each channel, 0 for unbuffered
  * Every implementation calls bench_fail on a wrong result or a failed call.
  */
 #ifndef WEFT_BENCH_H
@@ -19,16 +33,28 @@
 /* Children per skynet node. The leaf count must be a power of it. */
 #define SKYNET_FANOUT 10
 
+/* Capacity of the channel in the chan workload. */
+#define CHAN_CAPACITY 1024
+
+/* Channels, each with its own producer, in the select workload. */
+#define SELECT_CHANNELS 4
+
+/* Each task of the sleep workload sleeps SLEEP_ROUNDS times SLEEP_NS. */
+#define SLEEP_ROUNDS 10
+#define SLEEP_NS 1000000
+
 /* The outcome of one workload run. */
 typedef struct bench_result {
     double value;            /* in the workload's unit, listed above */
     double page_tables_kib;  /* memory only: VmPTE growth per task, else -1 */
 } bench_result;
 
-/* Run workload with count tasks (or switches, or leaves). Unknown
- * workloads are fatal. */
-bench_result weft_workload_run(const char *workload, int64_t count);
-bench_result pthread_workload_run(const char *workload, int64_t count);
+/* Run workload with count tasks (or switches, leaves, round trips, items or
+ * messages) and its parameter, listed above. Unknown workloads are fatal. */
+bench_result weft_workload_run(const char *workload, int64_t count,
+                               int64_t param);
+bench_result pthread_workload_run(const char *workload, int64_t count,
+                                  int64_t param);
 
 /* Monotonic clock in nanoseconds. */
 int64_t bench_now_ns(void);
@@ -45,7 +71,9 @@ bench_memory bench_memory_read(void);
 bench_result bench_memory_per_task(bench_memory before, bench_memory after,
                                    int64_t count);
 
-/* Sum of the leaf values 0 .. leaves-1 that a correct skynet returns. */
+/* Sum of the leaf values 0 .. leaves-1 that a correct skynet returns. The
+ * chan and select workloads send the values 0 .. count-1, so their sum is
+ * the same. */
 int64_t skynet_expected_sum(int64_t leaves);
 
 /* Print "weft-bench: error: <message>" to stderr and exit with status 2. */

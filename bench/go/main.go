@@ -4,13 +4,19 @@
 // The harness in bench/bench.c builds this program with `go build` and runs
 // it once per measurement, as
 //
-//	weft-bench-go -workload spawn|yield|skynet|memory -n COUNT
+//	weft-bench-go -workload WORKLOAD -n COUNT [-param N]
 //
 // It prints "result VALUE" on stdout, in the unit the C workloads use:
 // nanoseconds per goroutine (spawn), nanoseconds per switch (yield),
-// milliseconds for the tree (skynet) or KiB of resident memory per parked
-// goroutine (memory). The memory workload also prints "page_tables VALUE",
-// the growth of VmPTE per goroutine. Only the standard library is used.
+// milliseconds for the tree (skynet and skynet-chan, which are the same
+// program here) and KiB of resident memory per parked goroutine (memory).
+// The channel workloads report nanoseconds per round trip (pingpong), per
+// item (chan) or per message (select), and sleep reports milliseconds until
+// every goroutine has slept. The
+// memory workload also prints "page_tables VALUE", the growth of VmPTE per
+// goroutine. -param is GOMAXPROCS for pingpong, the number of producers and
+// of consumers for chan and the channel capacity for select, as in
+// bench/bench.h. Only the standard library is used.
 package main
 
 import (
@@ -22,11 +28,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// skynetFanout is the number of children per skynet node.
-const skynetFanout = 10
+// Sizes shared with bench/bench.h.
+const (
+	skynetFanout   = 10               // children per skynet node
+	chanCapacity   = 1024             // capacity of the chan workload's channel
+	selectChannels = 4                // channels in the select workload
+	sleepRounds    = 10               // sleeps per goroutine in the sleep workload
+	sleepDuration  = time.Millisecond // length of each of those sleeps
+)
 
 func fail(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "weft-bench-go: error: "+format+"\n", args...)
@@ -97,6 +110,168 @@ func skynet(leaves int64) float64 {
 	return float64(elapsed.Nanoseconds()) / 1e6
 }
 
+// pingpong sends 0 .. trips-1 to a goroutine over one unbuffered channel
+// and checks each reply, value + 1, on another. procs above 0 sets
+// GOMAXPROCS.
+func pingpong(trips int64, procs int) float64 {
+	if procs > 0 {
+		runtime.GOMAXPROCS(procs)
+	}
+	ping := make(chan int64)
+	pong := make(chan int64)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		for v := range ping {
+			pong <- v + 1
+		}
+		close(done)
+	}()
+	for i := int64(0); i < trips; i++ {
+		ping <- i
+		if reply := <-pong; reply != i+1 {
+			fail("Go pingpong sent %d and got %d back, expected %d", i, reply, i+1)
+		}
+	}
+	close(ping)
+	<-done
+	return float64(time.Since(start).Nanoseconds()) / float64(trips)
+}
+
+// chanItems moves the values 0 .. items-1 from pairs producers to pairs
+// consumers through one channel of capacity chanCapacity, and checks their
+// count and sum.
+func chanItems(items int64, pairs int) float64 {
+	if pairs < 1 {
+		fail("the chan workload needs at least 1 producer, got %d", pairs)
+	}
+	ch := make(chan int64, chanCapacity)
+	var producers, consumers sync.WaitGroup
+	var sum, received int64
+
+	start := time.Now()
+	producers.Add(pairs)
+	consumers.Add(pairs)
+	for p := 0; p < pairs; p++ {
+		go func() {
+			localSum, localCount := int64(0), int64(0)
+			for v := range ch {
+				localSum += v
+				localCount++
+			}
+			atomic.AddInt64(&sum, localSum)
+			atomic.AddInt64(&received, localCount)
+			consumers.Done()
+		}()
+		go func(first int64) {
+			for v := first; v < items; v += int64(pairs) {
+				ch <- v
+			}
+			producers.Done()
+		}(int64(p))
+	}
+	producers.Wait()
+	close(ch)
+	consumers.Wait()
+	elapsed := time.Since(start)
+
+	if want := items * (items - 1) / 2; received != items || sum != want {
+		fail("Go chan received %d items with sum %d, expected %d with sum %d",
+			received, sum, items, want)
+	}
+	return float64(elapsed.Nanoseconds()) / float64(items)
+}
+
+// selectMessages receives the values 0 .. messages-1 with one select over
+// selectChannels channels of the given capacity, each fed and then closed
+// by its own producer. A closed channel is set to nil, which select never
+// picks.
+func selectMessages(messages int64, capacity int) float64 {
+	if capacity < 0 {
+		fail("the select workload needs a capacity of 0 or more, got %d", capacity)
+	}
+	var chans [selectChannels]chan int64
+	for i := range chans {
+		chans[i] = make(chan int64, capacity)
+	}
+	var sum, received int64
+
+	start := time.Now()
+	for i := range chans {
+		go func(ch chan<- int64, first int64) {
+			for v := first; v < messages; v += selectChannels {
+				ch <- v
+			}
+			close(ch)
+		}(chans[i], int64(i))
+	}
+
+	a, b, c, d := chans[0], chans[1], chans[2], chans[3]
+	open := selectChannels
+	for open > 0 {
+		var v int64
+		var ok bool
+		select {
+		case v, ok = <-a:
+			if !ok {
+				a = nil
+			}
+		case v, ok = <-b:
+			if !ok {
+				b = nil
+			}
+		case v, ok = <-c:
+			if !ok {
+				c = nil
+			}
+		case v, ok = <-d:
+			if !ok {
+				d = nil
+			}
+		}
+		if !ok {
+			open--
+			continue
+		}
+		sum += v
+		received++
+	}
+	elapsed := time.Since(start)
+
+	if want := messages * (messages - 1) / 2; received != messages || sum != want {
+		fail("Go select received %d messages with sum %d, expected %d with sum %d",
+			received, sum, messages, want)
+	}
+	return float64(elapsed.Nanoseconds()) / float64(messages)
+}
+
+// sleepTasks starts n goroutines that each sleep sleepDuration sleepRounds
+// times, and returns the milliseconds until all of them are done.
+func sleepTasks(n int) float64 {
+	var wg sync.WaitGroup
+	var early int64
+	start := time.Now()
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		go func() {
+			for r := 0; r < sleepRounds; r++ {
+				before := time.Now()
+				time.Sleep(sleepDuration)
+				if time.Since(before) < sleepDuration {
+					atomic.AddInt64(&early, 1)
+				}
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if early != 0 {
+		fail("%d of %d time.Sleep calls returned before %v", early, n*sleepRounds, sleepDuration)
+	}
+	return float64(elapsed.Nanoseconds()) / 1e6
+}
+
 // memoryKiB returns VmRSS and VmPTE from /proc/self/status, the source the
 // C workloads read, so no Go runtime statistic enters the comparison.
 func memoryKiB() (rss, pageTables int64) {
@@ -155,8 +330,12 @@ func memory(n int) (rss, pageTables float64) {
 }
 
 func main() {
-	workload := flag.String("workload", "", "workload to run: spawn, yield, skynet or memory")
-	count := flag.Int64("n", 0, "goroutines (spawn, memory), switches (yield) or leaves (skynet)")
+	workload := flag.String("workload", "", "workload to run: spawn, yield, skynet, "+
+		"skynet-chan, memory, pingpong, chan, select or sleep")
+	count := flag.Int64("n", 0, "goroutines (spawn, memory, sleep), switches (yield), "+
+		"leaves (skynet), round trips (pingpong), items (chan) or messages (select)")
+	param := flag.Int("param", 0, "GOMAXPROCS (pingpong; 0 keeps the default), "+
+		"producers and consumers each (chan) or channel capacity (select)")
 	flag.Parse()
 	if *count <= 0 {
 		fail("-n must be a positive count, got %d", *count)
@@ -169,12 +348,21 @@ func main() {
 		result = spawn(int(*count))
 	case "yield":
 		result = yield(int(*count))
-	case "skynet":
+	case "skynet", "skynet-chan":
 		result = skynet(*count)
 	case "memory":
 		result, pageTables = memory(int(*count))
+	case "pingpong":
+		result = pingpong(*count, *param)
+	case "chan":
+		result = chanItems(*count, *param)
+	case "select":
+		result = selectMessages(*count, *param)
+	case "sleep":
+		result = sleepTasks(int(*count))
 	default:
-		fail("unknown -workload %q (expected spawn, yield, skynet or memory)", *workload)
+		fail("unknown -workload %q (expected spawn, yield, skynet, skynet-chan, "+
+			"memory, pingpong, chan, select or sleep)", *workload)
 	}
 	fmt.Printf("result %.6f\n", result)
 	if pageTables >= 0 {
