@@ -14,7 +14,9 @@
 /* Spin iterations before sleeping: a holder keeps the lock for well under a
  * microsecond, and a futex sleep and wake costs tens of microseconds when
  * the other thread runs on another CPU. */
-#define LOCK_SPINS 100
+#define LOCK_SPINS 40
+/* Longest pause between two looks at a held lock word. */
+#define LOCK_MAX_PAUSES 32u
 
 /* Both wrappers keep errno: they run inside API calls that succeed, and a
  * futex wait that finds the word already changed fails with EAGAIN, which
@@ -50,6 +52,10 @@ void weft__futex_wake(_Atomic uint32_t *addr, int n)
 
 void weft__lock_acquire_slow(_Atomic uint32_t *word)
 {
+    /* Back off exponentially between looks: a waiter that reads the word
+     * in a tight loop keeps pulling its cache line away from the holder,
+     * whose critical section usually writes the same line. */
+    unsigned pauses = 1;
     for (int i = 0; i < LOCK_SPINS; i++) {
         uint32_t expected = 0;
         if (atomic_load_explicit(word, memory_order_relaxed) == 0 &&
@@ -57,7 +63,10 @@ void weft__lock_acquire_slow(_Atomic uint32_t *word)
                                                   memory_order_acquire,
                                                   memory_order_relaxed))
             return;
-        weft__cpu_relax();
+        for (unsigned k = 0; k < pauses; k++)
+            weft__cpu_relax();
+        if (pauses < LOCK_MAX_PAUSES)
+            pauses *= 2;
     }
     /* Mark the word contended. A waker that finds 2 wakes one sleeper,
      * which marks the word again when it takes the lock. */

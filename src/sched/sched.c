@@ -11,7 +11,7 @@
  *     local queue when there is no preemption.
  *  3. Become a spinning P (if fewer than half of the busy Ps already spin)
  *     and steal half of another P's queue, victims in random order, for up
- *     to SPIN_NS. runnext is stolen only on the last pass of a round.
+ *     to SPIN_NS. runnext is stolen only after RUNNEXT_STEAL_NS of that.
  *  4. Go idle: see "Spinning" below, then sleep on the P's note, until the
  *     earliest timer's deadline when there is one.
  *
@@ -75,6 +75,8 @@
  * on another CPU costs 25-35 us on small virtual machines, so spinning for
  * a comparable time avoids most of them while keeping idle CPU use low. */
 #define SPIN_NS 20000
+/* How long a spinner leaves other Ps' runnext slots alone. */
+#define RUNNEXT_STEAL_NS 10000
 /* Local queue length at which a spawning coroutine yields; see the end of
  * weft__sched_spawn. */
 #define SPAWN_YIELD_QUEUE (WEFT__RUNQ_SIZE * 3 / 4)
@@ -642,9 +644,13 @@ top:
             atomic_fetch_add(&weft__rt.nmspinning, 1);
         }
         int64_t start = now_ns();
-        int rounds = 0;
+        int64_t now = start;
         do {
-            bool last = (++rounds % 4) == 0;
+            /* A G in runnext was usually just readied by the victim's
+             * running G, which will switch to it within a microsecond or
+             * so. Taking it sooner than RUNNEXT_STEAL_NS would pull a
+             * ping-pong pair apart across CPUs. */
+            bool last = now - start >= RUNNEXT_STEAL_NS;
             uint32_t off = p_rand(p);
             for (int i = 0; i < weft__rt.nprocs; i++) {
                 weft__p *v = weft__rt.ps[(off + (uint32_t)i) % (uint32_t)weft__rt.nprocs];
@@ -659,7 +665,8 @@ top:
                 break;
             for (int i = 0; i < 50; i++)
                 weft__cpu_relax();
-        } while (now_ns() - start < SPIN_NS);
+            now = now_ns();
+        } while (now - start < SPIN_NS);
     }
 
     /* Go idle. Once p is on the idle list a waker may pop it and write
