@@ -525,6 +525,46 @@ static void test_many_timers_fire(void **state)
     assert_int_equal(weft_shutdown(), 0);
 }
 
+typedef struct sleep_crowd {
+    weft_wg wg;
+    _Atomic int failed;
+    _Atomic int early;
+} sleep_crowd;
+
+static void sleep_repeatedly(void *arg)
+{
+    sleep_crowd *c = arg;
+    for (int i = 0; i < 20; i++) {
+        int64_t d = WEFT_US(50 + (int64_t)((weft_id() + (uint64_t)i) % 7) * 100);
+        int64_t start = weft_now();
+        if (weft_sleep(d) != 0)
+            atomic_fetch_add(&c->failed, 1);
+        else if (weft_now() < start + d)
+            atomic_fetch_add(&c->early, 1);
+    }
+    weft_wg_done(&c->wg);
+}
+
+/* Many coroutines sleep again and again on 2 Ps. The Ps fire the timers
+ * themselves, between switches and at their idle deadline, while parking
+ * coroutines hold the heap's lock: a lock taken twice hangs, and the test
+ * timeout turns that into a failure. */
+static void test_sleep_crowd_repeats(void **state)
+{
+    (void)state;
+    weft_config cfg = { .maxprocs = 2 };
+    assert_int_equal(weft_init(&cfg), 0);
+    sleep_crowd c = {0};
+    int n = SCALE(10000);
+    weft_wg_add(&c.wg, n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(weft_go(sleep_repeatedly, &c), 0);
+    weft_wg_wait(&c.wg);
+    assert_int_equal(atomic_load(&c.failed), 0);
+    assert_int_equal(atomic_load(&c.early), 0);
+    assert_int_equal(weft_shutdown(), 0);
+}
+
 /* ---- plain threads -------------------------------------------------- */
 
 static void *thread_waits_for_timer(void *arg)
@@ -589,6 +629,7 @@ int main(void)
         cmocka_unit_test_teardown(test_stop_and_reset_racing_fire, stop_runtime),
         cmocka_unit_test_teardown(test_many_pending_timers, stop_runtime),
         cmocka_unit_test_teardown(test_many_timers_fire, stop_runtime),
+        cmocka_unit_test_teardown(test_sleep_crowd_repeats, stop_runtime),
         cmocka_unit_test_teardown(test_timers_from_plain_threads, stop_runtime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

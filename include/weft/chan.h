@@ -15,6 +15,9 @@
  *                                                             *elem zeroed
  *   close      WEFT_EINVAL      wakes every waiter            WEFT_ECLOSED
  *
+ * try_send and try_recv on a NULL channel return WEFT_EAGAIN, as a Go
+ * select with a default case does.
+ *
  * Waiting senders and receivers are served first come, first served, and
  * values leave a channel in the order they entered it. A sender blocked
  * when the channel is closed returns WEFT_ECLOSED and its value is not

@@ -15,7 +15,7 @@
  * microsecond, and a futex sleep and wake costs tens of microseconds when
  * the other thread runs on another CPU. */
 #define LOCK_SPINS 40
-/* Longest pause between two looks at a held lock word. */
+/* Maximum pause between two looks at a held lock word. */
 #define LOCK_MAX_PAUSES 32u
 
 /* Both wrappers keep errno: they run inside API calls that succeed, and a
