@@ -8,10 +8,11 @@
  *
  * Channel invariants (under the channel's lock):
  *  - sendq is non-empty only when the buffer is full (or cap is 0), and
- *    recvq only when it is empty; so a sender first hands its value to a
- *    waiting receiver, else fills the buffer, else waits, and a receiver
- *    first takes from the buffer (refilling the freed slot from the first
- *    waiting sender), else from a waiting sender, else waits.
+ *    recvq only when it is empty.
+ *  - So a sender first hands its value to a waiting receiver, else fills
+ *    the buffer, else waits. A receiver first takes from the buffer and
+ *    refills the freed slot from the first waiting sender, else takes from
+ *    a waiting sender, else waits.
  *  - A value passes straight between the two parties' own memory: the
  *    active party copies into (or out of) the parked one's value while the
  *    parked one cannot run, then unlinks it, drops the lock and readies
@@ -27,10 +28,12 @@
  * Select (Go's selectgo):
  *  1. Choose a random poll order (Fisher-Yates) and a lock order (by
  *     channel address, each channel once).
- *  2. Lock every channel. In poll order look for a case that can proceed
- *     at once: a recv with a waiting sender, buffered data or a closed
- *     channel; a send to a closed channel, a waiting receiver or buffer
- *     room. Run the first found, unlock, return its index.
+ *  2. In poll order look for a case that can proceed at once: a recv
+ *     with a waiting sender, buffered data or a closed channel; a send to
+ *     a closed channel, a waiting receiver or buffer room. Run the first
+ *     found and return its index. This pass locks one channel at a time;
+ *     if it finds nothing, the same pass is repeated with every channel
+ *     locked, so that no case can become ready unseen before step 3.
  *  3. Otherwise (when blocking) enqueue one waiter per case on its channel,
  *     all pointing at one select record with a claim word, and park; the
  *     channels are unlocked only after the switch.
@@ -88,6 +91,7 @@ typedef struct waiter {
 typedef struct waitq {
     waiter *first;
     waiter *last;
+    _Atomic uint32_t len;       /* written under the lock, read without */
     uint32_t nthreads;          /* plain threads among the waiters */
     uint32_t generation;        /* runtime of the last coroutine queued */
 } waitq;
@@ -118,6 +122,8 @@ static void waitq_push(waitq *q, waiter *w)
         q->first = w;
     q->last = w;
     w->queued = true;
+    atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     if (w->parker->kind == WEFT__PARKER_THREAD)
         q->nthreads++;
     else
@@ -136,12 +142,14 @@ static void waitq_unlink(waitq *q, waiter *w)
         q->last = w->prev;
     w->next = w->prev = NULL;
     w->queued = false;
+    atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
     if (w->parker->kind == WEFT__PARKER_THREAD)
         q->nthreads--;
 }
 
-/* True when q holds a waiter that may still be woken: a plain thread, or a
- * coroutine of the runtime that is running now. */
+/* True when q contains a waiter that may still be woken: a plain thread,
+ * or a coroutine of the runtime that is running now. */
 static bool waitq_live(const waitq *q)
 {
     if (!q->first)
@@ -318,19 +326,30 @@ _Noreturn static void park_forever(int reason)
         weft__park(no_unlock, NULL, reason);
 }
 
-/* The lock-free checks of the try operations look at the buffer count
- * only; an unbuffered channel's readiness depends on its wait queues,
- * which are read under the lock. */
+/* Lock-free views for the try operations and select's first pass: the
+ * buffer count, or for an unbuffered channel the other side's queue
+ * length. A stale view only sends the caller to the locked path. */
 static inline bool is_full(weft_chan *ch)
 {
-    return ch->cap > 0 &&
-           atomic_load_explicit(&ch->qcount, memory_order_relaxed) == ch->cap;
+    if (ch->cap == 0)
+        return atomic_load_explicit(&ch->recvq.len, memory_order_relaxed) == 0;
+    return atomic_load_explicit(&ch->qcount, memory_order_relaxed) == ch->cap;
 }
 
 static inline bool is_empty(weft_chan *ch)
 {
-    return ch->cap > 0 &&
-           atomic_load_explicit(&ch->qcount, memory_order_relaxed) == 0;
+    if (ch->cap == 0)
+        return atomic_load_explicit(&ch->sendq.len, memory_order_relaxed) == 0;
+    return atomic_load_explicit(&ch->qcount, memory_order_relaxed) == 0;
+}
+
+/* Whether case c looks ready without its lock. */
+static inline bool case_looks_ready(const weft_case *c)
+{
+    weft_chan *ch = c->chan;
+    if (atomic_load_explicit(&ch->closed, memory_order_relaxed))
+        return true;
+    return c->dir == WEFT_RECV ? !is_empty(ch) : !is_full(ch);
 }
 
 static int chan_send(weft_chan *ch, const void *elem, bool block)
@@ -643,6 +662,28 @@ static int select_run(weft_case *cases, size_t n, int mode, int64_t deadline)
         chans[live] = cases[i].chan;
         live++;
     }
+    /* Fast pass: try each case in poll order with only its own channel
+     * locked. When producers keep a channel busy, this takes one lock per
+     * select instead of all of them, and the first ready case in poll
+     * order is still the one that runs. Only when none is ready are all
+     * channels locked together, for the pass that may enqueue. */
+    int result;
+    for (size_t k = 0; k < live; k++) {
+        weft_case *c = &cases[order[k]];
+        weft__parker *woken = NULL;
+        if (!case_looks_ready(c))
+            continue;
+        weft__lock_acquire(&c->chan->lock);
+        bool fired = case_try(c, &woken);
+        weft__lock_release(&c->chan->lock);
+        if (fired) {
+            if (woken)
+                weft__ready(woken);
+            result = (int)order[k];
+            goto done;
+        }
+    }
+
     if (live > 1) {
         if (live <= 16) {
             for (size_t i = 1; i < live; i++) {
@@ -664,7 +705,6 @@ static int select_run(weft_case *cases, size_t n, int mode, int64_t deadline)
             chans[distinct++] = chans[i];
     select_locks locks = { chans, distinct };
 
-    int result;
     lock_all(&locks);
     for (size_t k = 0; k < live; k++) {
         weft_case *c = &cases[order[k]];
