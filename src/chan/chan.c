@@ -149,7 +149,9 @@ static void waitq_unlink(waitq *q, waiter *w)
 }
 
 /* True when q contains a waiter that may still be woken: a plain thread,
- * or a coroutine of the runtime that is running now. */
+ * or a coroutine of the runtime that is running now.
+ * NOTE: waiters abandoned by a runtime that shut down stay linked, with
+ * their records gone, so such a channel can only be released afterwards. */
 static bool waitq_live(const waitq *q)
 {
     if (!q->first)
