@@ -194,6 +194,12 @@ static const char *const wait_reason_strings[WEFT__WAIT_COUNT] = {
     [WEFT__WAIT_CHAN_RECV_NIL] = "chan receive (nil chan)",
     [WEFT__WAIT_SELECT] = "select",
     [WEFT__WAIT_SELECT_NO_CASES] = "select (no cases)",
+    [WEFT__WAIT_MUTEX] = "sync.Mutex.Lock",
+    [WEFT__WAIT_RWMUTEX_RLOCK] = "sync.RWMutex.RLock",
+    [WEFT__WAIT_RWMUTEX_LOCK] = "sync.RWMutex.Lock",
+    [WEFT__WAIT_COND] = "sync.Cond.Wait",
+    [WEFT__WAIT_SEMACQUIRE] = "semacquire",
+    [WEFT__WAIT_ONCE] = "sync.Once.Do",
 };
 
 const char *weft__wait_reason_string(int reason)

@@ -55,6 +55,12 @@ typedef enum weft__wait_reason {
     WEFT__WAIT_CHAN_RECV_NIL,
     WEFT__WAIT_SELECT,
     WEFT__WAIT_SELECT_NO_CASES,
+    WEFT__WAIT_MUTEX,
+    WEFT__WAIT_RWMUTEX_RLOCK,
+    WEFT__WAIT_RWMUTEX_LOCK,
+    WEFT__WAIT_COND,
+    WEFT__WAIT_SEMACQUIRE,
+    WEFT__WAIT_ONCE,
     WEFT__WAIT_COUNT
 } weft__wait_reason;
 
@@ -256,6 +262,16 @@ int64_t weft__timers_next(void);
 /* Loop thread: forget every entry (runtime shutdown). */
 void weft__timers_term(void);
 int64_t weft__timers_pending(void);
+
+/* A function timer (Go's time.AfterFunc): after d (at once when d <= 0),
+ * fn(arg) runs once on the firing thread, a P or the loop thread, with no
+ * runtime lock held; it must not block. weft_timer_stop on it returns true
+ * when it kept fn from running (then fn never runs), false when fn has run
+ * or is about to. weft_timer_release stops it and drops the reference;
+ * weft_timer_chan returns NULL. Returns NULL without a running runtime or
+ * memory. */
+struct weft_timer *weft__timer_func_make(int64_t d, void (*fn)(void *arg),
+                                         void *arg);
 
 /* Print "weft: fatal: <message>" to stderr and abort. */
 _Noreturn void weft__fatal(const char *fmt, ...)

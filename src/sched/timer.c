@@ -83,7 +83,9 @@ struct weft_timer {
     _Atomic int inflight; /* fires popped but not yet delivered */
     int64_t period;    /* 0 for a one-shot timer */
     _Atomic int refs;
-    weft_chan *ch;
+    weft_chan *ch;          /* NULL for a function timer */
+    void (*fn)(void *arg);  /* a function timer's call, run once */
+    void *fn_arg;
 };
 
 /* A heap node. ref is either a sleeping coroutine's parker with tag
@@ -247,11 +249,20 @@ static void deliver(weft_timer *t, uint64_t seq)
 {
     weft__lock_acquire(&t->lock);
     atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
-    if (t->seq == seq) {
+    bool current = t->seq == seq;
+    void (*fn)(void *) = t->fn;
+    void *fn_arg = t->fn_arg;
+    if (current && fn) {
+        /* Consumed: a stop from now on finds nothing pending. */
+        t->seq++;
+    } else if (current) {
         int64_t now = weft_now();
         weft_chan_try_send(t->ch, &now);
     }
     weft__lock_release(&t->lock);
+    /* Without the timer's lock, so fn may stop or release the timer. */
+    if (current && fn)
+        fn(fn_arg);
     timer_unref(t);
 }
 
@@ -471,7 +482,7 @@ static bool stop_locked(weft_timer *t)
 /* Arm t to fire after d (and every period after). t->lock held, t stopped. */
 static void start_locked(weft_timer *t, int64_t d, int64_t period)
 {
-    if (d <= 0 && period == 0) {
+    if (d <= 0 && period == 0 && !t->fn) {
         /* Fires at once; the channel was just emptied, so the value fits. */
         weft__lock_acquire(&heap_lock);
         t->period = 0;
@@ -484,7 +495,7 @@ static void start_locked(weft_timer *t, int64_t d, int64_t period)
     bool ok;
     weft__lock_acquire(&heap_lock);
     t->period = period;
-    t->e.deadline = deadline_after(d > 0 ? d : period);
+    t->e.deadline = deadline_after(d > 0 ? d : period > 0 ? period : 0);
     bool earliest = heap_insert(&t->e, &ok);
     weft__lock_release(&heap_lock);
     if (!ok) {
@@ -497,17 +508,22 @@ static void start_locked(weft_timer *t, int64_t d, int64_t period)
     kick_if(earliest);
 }
 
-static weft_timer *timer_new(int64_t d, int64_t period)
+static weft_timer *timer_new(int64_t d, int64_t period, void (*fn)(void *),
+                             void *fn_arg)
 {
     if (!atomic_load(&weft__rt.running))
         return NULL;
     weft_timer *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
-    t->ch = weft_chan_make(sizeof(int64_t), 1);
-    if (!t->ch) {
-        free(t);
-        return NULL;
+    t->fn = fn;
+    t->fn_arg = fn_arg;
+    if (!fn) {
+        t->ch = weft_chan_make(sizeof(int64_t), 1);
+        if (!t->ch) {
+            free(t);
+            return NULL;
+        }
     }
     t->e = (entry){ .index = NOT_IN_HEAP, .kind = ENTRY_TIMER };
     atomic_init(&t->refs, 1);
@@ -519,14 +535,21 @@ static weft_timer *timer_new(int64_t d, int64_t period)
 
 weft_timer *weft_timer_make(int64_t d)
 {
-    return timer_new(d, 0);
+    return timer_new(d, 0, NULL, NULL);
 }
 
 weft_timer *weft_ticker_make(int64_t period)
 {
     if (period <= 0)
         return NULL;
-    return timer_new(period, period);
+    return timer_new(period, period, NULL, NULL);
+}
+
+weft_timer *weft__timer_func_make(int64_t d, void (*fn)(void *arg), void *arg)
+{
+    if (!fn)
+        return NULL;
+    return timer_new(d, 0, fn, arg);
 }
 
 weft_chan *weft_timer_chan(weft_timer *t)
