@@ -9,6 +9,9 @@
 #include "weft/runtime.h"
 #include "weft/sync.h"
 #include "weft/chan.h"
+#include "weft/context.h"
+#include "weft/group.h"
+#include "weft/atomic.h"
 
 #define WEFT_VERSION_MAJOR 0
 #define WEFT_VERSION_MINOR 1

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "sched/sched.h"
+#include "sync/pool_internal.h"
 #include "weft.h"
 
 #define DEFAULT_STACK_SIZE ((size_t)256 * 1024)
@@ -246,6 +247,9 @@ int weft_shutdown(void)
     weft__gate_close();
     weft__sched_stop();
     weft__poller_term();
+    /* No P or loop thread runs now, so the pools' per-P caches can be
+     * emptied; free_fn runs on this thread. */
+    weft__pool_shutdown();
     weft__sched_term();
     pthread_mutex_unlock(&life_lock);
     return 0;

@@ -81,6 +81,7 @@ struct weft_timer {
     _Atomic uint32_t lock;
     uint64_t seq;      /* bumped by stop, reset and release */
     _Atomic int inflight; /* fires popped but not yet delivered */
+    bool dropped;      /* taken out of the heap by shutdown, unfired */
     int64_t period;    /* 0 for a one-shot timer */
     _Atomic int refs;
     weft_chan *ch;          /* NULL for a function timer */
@@ -352,8 +353,13 @@ void weft__timers_term(void)
      * stacks are still mapped here. Timers lose the heap's reference. */
     for (size_t i = 0; i < n; i++) {
         entry *e = node_entry(nodes[i]);
-        if (e)
-            e->index = NOT_IN_HEAP;
+        if (!e)
+            continue;
+        e->index = NOT_IN_HEAP;
+        /* A later stop reports the fire as prevented, so the owner of a
+         * function timer knows fn will never run. */
+        if (e->kind == ENTRY_TIMER)
+            ((weft_timer *)e)->dropped = true;
     }
     weft__lock_release(&heap_lock);
     for (size_t i = 0; i < n; i++) {
@@ -469,7 +475,9 @@ static bool stop_locked(weft_timer *t)
     /* A fire popped but not delivered is discarded by the seq bump, so it
      * was still pending. Pops raise inflight under heap_lock, deliveries
      * lower it under t->lock: both are held here. */
-    pending = in_heap || atomic_load_explicit(&t->inflight, memory_order_relaxed) > 0;
+    pending = in_heap || t->dropped ||
+              atomic_load_explicit(&t->inflight, memory_order_relaxed) > 0;
+    t->dropped = false;
     t->seq++;
     weft__lock_release(&heap_lock);
     if (in_heap) /* the heap's reference; the owner still holds one */

@@ -16,6 +16,12 @@
  *        unlinking up to w parked waiters, and ready them after unlocking.
  *        A waiter that registered but has not linked yet takes its granted
  *        wakeup when it gets the lock, without parking.
+ * Misuse, fatal as in Go: a negative counter; a counter that rises from
+ * zero while waiters of the ending round are still registered, or that
+ * changes between reaching zero and the reset (add concurrent with wait);
+ * a released waiter that finds the state non-zero before returning (the
+ * wait group was reused before every wait of the round returned). The
+ * last two are best-effort: they catch only races that overlap.
  * Invariants: wakeups + waiters on the list never exceed the registered
  * waiters of the round being released. Plain threads and coroutines wait
  * on separate lists. The coroutines all belong to the runtime numbered
@@ -61,7 +67,14 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
     int32_t count = (int32_t)(s >> 32);
     uint32_t waiters = (uint32_t)s;
     if (count < 0)
-        weft__fatal("negative wait group counter (%d)", count);
+        weft__fatal("negative wait group counter (%d): weft_wg_done or a "
+                    "negative weft_wg_add was called more often than added",
+                    count);
+    /* Waiters register only while the counter is positive, so a counter
+     * that rises from zero while some are still registered means this add
+     * raced with the end of a wait. */
+    if (waiters != 0 && delta > 0 && count == delta)
+        weft__fatal("wait group misuse: add called concurrently with wait");
     if (count > 0 || waiters == 0)
         return;
 
@@ -78,8 +91,7 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
      * only after this round's waiters are taken. */
     weft__lock_acquire(WG_LOCK(wg));
     if (!atomic_compare_exchange_strong(WG_STATE(wg), &s, 0))
-        weft__fatal("wait group misused: add called concurrently with wait, "
-                    "or the wait group was reused before a wait returned");
+        weft__fatal("wait group misuse: add called concurrently with wait");
     wg_waiter *threads = wg->thread_waiters;
     wg_waiter *coroutines = wg->coroutine_waiters;
     uint32_t linked = wg->ncoroutines;
@@ -114,6 +126,14 @@ static bool wg_unlock(void *arg)
     return true;
 }
 
+/* A released waiter finds the state reset to zero until every waiter of
+ * its round has returned, unless the caller already started a new round. */
+static void check_not_reused(weft_wg *wg)
+{
+    if (atomic_load(WG_STATE(wg)) != 0)
+        weft__fatal("wait group is reused before a previous wait has returned");
+}
+
 void weft_wg_wait(weft_wg *wg)
 {
     if (!wg)
@@ -129,6 +149,7 @@ void weft_wg_wait(weft_wg *wg)
     if (wg->wakeups > 0) {
         wg->wakeups--;
         weft__lock_release(WG_LOCK(wg));
+        check_not_reused(wg);
         return;
     }
     wg_waiter self = { .next = NULL, .parker = weft__parker_self() };
@@ -149,4 +170,5 @@ void weft_wg_wait(weft_wg *wg)
         wg->thread_waiters = &self;
     }
     weft__park(wg_unlock, wg, WEFT__WAIT_WAITGROUP);
+    check_not_reused(wg);
 }
