@@ -509,6 +509,10 @@ static void test_values(void **state)
     /* Values stay readable after the cancel. */
     assert_ptr_equal(weft_ctx_value(shadow, &key_a), &third);
 
+    /* A NULL key is rejected. */
+    assert_null(weft_ctx_with_value(shadow, NULL, &first));
+    assert_null(weft_ctx_with_value(NULL, NULL, &first));
+
     /* A NULL value is stored and found as NULL, hiding the outer one. */
     weft_ctx *nulled = weft_ctx_with_value(shadow, &key_b, NULL);
     assert_non_null(nulled);
@@ -814,7 +818,7 @@ static void *observe_err_then_done(void *arg)
 }
 
 /* As in Go ("If Done is not yet closed, Err returns nil"), an observer
- * that sees a non-zero error finds the done channel closed. The observer
+ * that reads a non-zero error finds the done channel closed. The observer
  * spins on another thread and checks the channel the moment the error
  * appears, so a window between setting the error and closing the channel
  * shows up in some rounds. */

@@ -565,6 +565,40 @@ static void test_nested_groups(void **state)
     assert_no_check_failures();
 }
 
+static int never_called(weft_ctx *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    return FIRST_ERROR;
+}
+
+/* go and try_go return WEFT_EINVAL for a NULL task, and without a running
+ * runtime, which a group itself does not need. */
+static void test_go_invalid(void **state)
+{
+    (void)state;
+    assert_int_equal(weft_maxprocs(), 0);
+    weft_group *g = weft_group_make(NULL);
+    assert_non_null(g);
+    assert_int_equal(weft_group_go(g, never_called, NULL), WEFT_EINVAL);
+    assert_int_equal(weft_group_try_go(g, never_called, NULL), WEFT_EINVAL);
+    assert_int_equal(weft_group_set_limit(g, 1), 0);
+    assert_int_equal(weft_group_go(g, never_called, NULL), WEFT_EINVAL);
+    /* The failed calls left no task running and no slot taken. */
+    assert_int_equal(weft_group_set_limit(g, 2), 0);
+    assert_int_equal(weft_group_wait(g), 0);
+    weft_group_release(g);
+
+    assert_int_equal(weft_init(NULL), 0);
+    g = weft_group_make(NULL);
+    assert_non_null(g);
+    assert_int_equal(weft_group_go(g, NULL, NULL), WEFT_EINVAL);
+    assert_int_equal(weft_group_try_go(g, NULL, NULL), WEFT_EINVAL);
+    assert_int_equal(weft_group_wait(g), 0);
+    weft_group_release(g);
+    assert_int_equal(weft_shutdown(), 0);
+}
+
 /* Shut the runtime down after each test, so that a test which failed
  * with the runtime running does not make the next weft_init fail. */
 static int stop_runtime(void **state)
@@ -578,6 +612,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_wait_without_tasks, stop_runtime),
+        cmocka_unit_test_teardown(test_go_invalid, stop_runtime),
         cmocka_unit_test_teardown(test_all_tasks_succeed, stop_runtime),
         cmocka_unit_test_teardown(test_first_error_wins, stop_runtime),
         cmocka_unit_test_teardown(test_wait_waits_for_every_task, stop_runtime),

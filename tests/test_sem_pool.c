@@ -92,12 +92,18 @@ static void test_sem_invalid_arguments(void **state)
     assert_true(weft_sem_try_acquire(&s, 5));
     weft_sem_release(&s, 5);
 
-    /* Size 0 admits only weight 0. */
+    /* Size 0 admits only weight 0, and a zeroed semaphore has size 0. */
     weft_sem empty;
     assert_int_equal(weft_sem_init(&empty, 0), 0);
     assert_int_equal(weft_sem_acquire(NULL, &empty, 0), 0);
     assert_int_equal(weft_sem_acquire(NULL, &empty, 1), WEFT_EINVAL);
     assert_false(weft_sem_try_acquire(&empty, 1));
+    weft_sem zeroed = {0};
+    assert_int_equal(weft_sem_acquire(NULL, &zeroed, 0), 0);
+    assert_int_equal(weft_sem_acquire(NULL, &zeroed, 1), WEFT_EINVAL);
+    assert_false(weft_sem_try_acquire(&zeroed, 1));
+    assert_int_equal(weft_sem_acquire(NULL, NULL, 1), WEFT_EINVAL);
+    assert_int_equal(weft_sem_init(NULL, 1), WEFT_EINVAL);
     assert_int_equal(weft_shutdown(), 0);
 }
 
@@ -356,8 +362,8 @@ static void test_sem_fifo_order(void **state)
     assert_no_check_failures();
 }
 
-/* FIFO holds across plain threads and coroutines: a big request from a
- * plain thread at the head is not bypassed by a small one from a
+/* FIFO order applies across plain threads and coroutines: a big request
+ * from a plain thread at the head is not bypassed by a small one from a
  * coroutine, and the other way round. */
 static void test_sem_fifo_threads_and_coroutines(void **state)
 {
@@ -672,10 +678,27 @@ static void release_unheld(void)
     weft_sem_release(&s, 1);
 }
 
+static void release_negative(void)
+{
+    if (weft_init(NULL) != 0)
+        _exit(10);
+    weft_sem s;
+    if (weft_sem_init(&s, 5) != 0 || weft_sem_acquire(NULL, &s, 2) != 0)
+        _exit(11);
+    weft_sem_release(&s, -1);
+}
+
+static void release_null(void)
+{
+    weft_sem_release(NULL, 1);
+}
+
+/* Releasing more than held, a negative weight or a NULL semaphore is
+ * fatal. */
 static void test_sem_release_more_than_held_fatal(void **state)
 {
     (void)state;
-    void (*bodies[])(void) = { release_more_than_held, release_unheld };
+    void (*bodies[])(void) = { release_more_than_held, release_unheld, release_negative, release_null };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
         char err[2048];
         int status = run_in_child(bodies[i], err, sizeof err);
