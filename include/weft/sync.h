@@ -18,10 +18,10 @@ extern "C" {
 
 /*
  * Private: a FIFO queue of parked waiters, shared by the types below. It
- * holds plain threads and coroutines on separate lists, so that the
+ * keeps plain threads and coroutines on separate lists, so that the
  * records of coroutines abandoned by a runtime shutdown are never read
- * again. word belongs to the owning type (a mutex's state, a count of
- * wakeups granted ahead of the waiter).
+ * again. word belongs to the owning type: a mutex's state, or a count of
+ * wakeups granted before their waiters linked themselves.
  */
 typedef struct weft__waitq {
     uint32_t word;
@@ -36,9 +36,9 @@ typedef struct weft__waitq {
 /*
  * Mutex (Go's sync.Mutex). Not recursive: locking it twice from one
  * coroutine deadlocks, as in Go. try_lock by the holder returns false.
- * Spins briefly, then parks; a waiter that has waited longer than 1 ms
- * switches the mutex to FIFO hand-off (Go's starvation mode), so no waiter
- * is bypassed forever. Unlocking an unlocked mutex is fatal. Plain threads
+ * Spins briefly, then parks. A woken waiter that loses the mutex again
+ * after waiting longer than 1 ms switches it to FIFO hand-off (Go's
+ * starvation mode), so no waiter is bypassed forever. Unlocking an unlocked mutex is fatal. Plain threads
  * and coroutines may share a mutex, and it may be unlocked by another
  * party than the one that locked it, as in Go.
  *
@@ -81,7 +81,7 @@ bool weft_rwmutex_try_lock(weft_rwmutex *rw);
 
 /*
  * Condition variable (Go's sync.Cond) over a weft_mutex. weft_cond_wait
- * must be called with mu locked; it unlocks mu, waits for a signal or
+ * must be called with mu locked. It unlocks mu, waits for a signal or
  * broadcast, and locks mu again before returning. Waiters are woken in
  * the order they started waiting. Spurious returns do not happen, but
  * callers should still wait in a loop, as in Go. Coroutines waiting when
@@ -97,10 +97,12 @@ void weft_cond_broadcast(weft_cond *c);
 
 /*
  * Once (Go's sync.Once): weft_once_do runs fn(arg) the first time it is
- * called on once; every caller returns only after fn has finished. A call
- * on the same once from inside fn, by the coroutine or thread running fn,
- * would deadlock, and is fatal instead. One that fn makes wait for another
- * coroutine that calls weft_once_do on the same once still deadlocks.
+ * called on once, and every caller returns only after fn has finished.
+ * A call on the same once from inside fn, by the coroutine or thread
+ * running fn, would deadlock, and is fatal instead. One that fn makes wait
+ * for another coroutine that calls weft_once_do on the same once still
+ * deadlocks. If the runtime shuts down while a coroutine runs fn, fn never
+ * finishes, and later calls on that once block for good.
  */
 typedef struct weft_once {
     uint32_t done;      /* private */
@@ -130,6 +132,7 @@ typedef struct weft_wg {
     uint32_t generation;     /* private: the runtime those coroutines run in */
 } weft_wg;
 
+/* A delta outside the 32-bit range is fatal. */
 void weft_wg_add(weft_wg *wg, int64_t delta);
 void weft_wg_done(weft_wg *wg);
 void weft_wg_wait(weft_wg *wg);

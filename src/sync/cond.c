@@ -8,15 +8,15 @@
  * finds the waiter queued, and one that pops it cannot ready it before it
  * has parked. After waking, wait locks mu again.
  *
- * signal pops the oldest waiter and readies it; broadcast pops them all
+ * signal pops the oldest waiter and readies it. broadcast pops them all
  * and readies them in order. Both return at once, without the lock, when
  * the queue looks empty: a waiter that the caller must see is ordered
  * before the call through mu, and then its link is visible.
  *
  * Coroutines abandoned by a runtime shutdown are forgotten (their count in
  * q.abandoned is reset), so a signal never goes to one of them.
- * Lock order: the queue lock, then mu's queue lock (inside the unlock of
- * mu in the park's unlock step).
+ * Locking: no lock is taken inside another. The park's unlock step drops
+ * the queue lock before it unlocks mu.
  */
 #include <stdatomic.h>
 #include <stdint.h>

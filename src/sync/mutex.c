@@ -2,9 +2,9 @@
  * Mutex (Go's sync.Mutex) on the park/ready interface.
  *
  * The state word (mu->q.word) packs LOCKED, WOKEN, STARVING and, from bit
- * WAITER_SHIFT up, the number of registered waiters. Lock is one CAS from
- * 0 to LOCKED and unlock one atomic subtraction of LOCKED when nobody
- * waits; everything else is in the slow paths.
+ * WAITER_SHIFT up, the number of registered waiters. With no waiter
+ * registered, lock is one load and one CAS, and unlock one atomic
+ * subtraction of LOCKED. Everything else is in the slow paths.
  *
  * Normal mode. A locker that finds the mutex held spins for a short while
  * (only when the holder can be running on another CPU), then registers as
@@ -34,11 +34,12 @@
  * a record.
  *
  * Abandoned waiters. Coroutines parked here when their runtime shut down
- * stay counted and are tracked by number only (q.abandoned; see waitq.h).
- * A waker that would pop one does what that waiter would have done and
- * goes on to the next: in normal mode it clears WOKEN again and wakes the
- * next waiter if the mutex is still free; in starvation mode it takes the
- * abandoned waiter off the count and hands the lock on.
+ * stay counted, and q.abandoned tracks how many (see waitq.h). Live
+ * waiters are popped first. A waker that finds only abandoned ones does
+ * what such a waiter would have done, and goes on. In normal mode it
+ * clears WOKEN again and wakes the next waiter if the mutex is still free.
+ * In starvation mode it takes the abandoned waiter off the count and
+ * hands the lock on.
  *
  * Lock order: the queue lock is a leaf. The state word is changed both
  * with and without it, always by atomic operations.
@@ -59,12 +60,13 @@
 #define WAITER_SHIFT 3
 #define ONE_WAITER (1u << WAITER_SHIFT)
 
-/* Total wait after which a waiter switches the mutex to starvation mode;
+/* Total wait after which a waiter switches the mutex to starvation mode.
  * Go uses the same 1 ms. */
 #define STARVATION_NS 1000000
 /* Spin rounds before parking, and the pause cap of the exponential
- * back-off between them. About 20 us of spinning at most on current x86,
- * where one pause takes tens of nanoseconds. */
+ * back-off between them. That makes at most 255 pauses in all. By
+ * estimate, with pause latencies of 10 to 140 cycles, that is one to
+ * twelve microseconds. */
 #define SPIN_ROUNDS 12u
 #define SPIN_MAX_PAUSES 32u
 
@@ -129,12 +131,13 @@ void weft_mutex_lock(weft_mutex *mu)
     weft__mutex_lock_reason(mu, WEFT__WAIT_MUTEX);
 }
 
-/* Register as a waiter and park, unless the mutex is free and not in
- * starvation mode by the time the queue lock is held; then return false
- * without parking, so the caller tries to take it. On true, *old is the
- * state seen after waking. */
+/* Register as a waiter and park. Returns false without parking when the
+ * mutex is free and in normal mode once the queue lock is held, so that
+ * the caller tries to take it. A waiter that has waited before
+ * (*wait_start set) goes back to the front of the queue, and a first-time
+ * waiter sets *wait_start. On true, *old is the state seen after waking. */
 static bool register_and_park(weft_mutex *mu, bool starving, bool awoke,
-                              bool front, int reason, uint32_t *old)
+                              int64_t *wait_start, int reason, uint32_t *old)
 {
     _Atomic uint32_t *state = STATE(mu);
     bool gated = weft__waitq_lock(&mu->q);
@@ -153,8 +156,8 @@ static bool register_and_park(weft_mutex *mu, bool starving, bool awoke,
             next |= STARVING;
         if (awoke) {
             if (!(cur & WOKEN))
-                weft__fatal("weft_mutex %p: inconsistent state %#x; the mutex "
-                            "was overwritten or copied while in use",
+                weft__fatal("weft_mutex %p has the inconsistent state %#x: "
+                            "it was overwritten or copied while in use",
                             (void *)mu, cur);
             next &= ~WOKEN;
         }
@@ -163,6 +166,9 @@ static bool register_and_park(weft_mutex *mu, bool starving, bool awoke,
                                                   memory_order_relaxed))
             break;
     }
+    bool front = *wait_start != 0;
+    if (!front)
+        *wait_start = weft_now();
     weft__waitq_wait(&mu->q, gated, front, reason);
     *old = atomic_load_explicit(state, memory_order_acquire);
     return true;
@@ -171,18 +177,28 @@ static bool register_and_park(weft_mutex *mu, bool starving, bool awoke,
 void weft__mutex_lock_slow(weft_mutex *mu, int reason)
 {
     _Atomic uint32_t *state = STATE(mu);
+    uint32_t old = atomic_load_explicit(state, memory_order_relaxed);
+
+    /* Most calls get here only because waiters are queued while the lock
+     * is free: take it before setting up anything else. */
+    while (!(old & (LOCKED | STARVING))) {
+        if (atomic_compare_exchange_weak_explicit(state, &old, old | LOCKED,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+    }
+
     int64_t wait_start = 0;
     bool starving = false;  /* waited longer than STARVATION_NS in total */
     bool awoke = false;     /* this caller set WOKEN, or was woken with it */
-    bool spin_ok = spin_allowed();
+    int spin_ok = -1;       /* spin_allowed(), asked when first needed */
     unsigned rounds = 0;
     unsigned pauses = 1;
-    uint32_t old = atomic_load_explicit(state, memory_order_relaxed);
 
     for (;;) {
         /* Spin while the lock is held in normal mode. */
-        if ((old & (LOCKED | STARVING)) == LOCKED && spin_ok &&
-            rounds < SPIN_ROUNDS) {
+        if ((old & (LOCKED | STARVING)) == LOCKED && rounds < SPIN_ROUNDS &&
+            (spin_ok >= 0 ? spin_ok : (spin_ok = spin_allowed()))) {
             if (!awoke && !(old & WOKEN) && waiters_of(old) != 0 &&
                 atomic_compare_exchange_weak_explicit(state, &old, old | WOKEN,
                                                       memory_order_relaxed,
@@ -209,13 +225,8 @@ void weft__mutex_lock_slow(weft_mutex *mu, int reason)
             continue;
         }
 
-        /* Queue. A waiter that was woken and lost goes back to the front. */
-        bool front = wait_start != 0;
-        if (!front)
-            wait_start = weft_now();
-        if (!register_and_park(mu, starving, awoke, front, reason, &old)) {
+        if (!register_and_park(mu, starving, awoke, &wait_start, reason, &old))
             continue;
-        }
         starving = starving || weft_now() - wait_start > STARVATION_NS;
         if (old & STARVING) {
             /* Handed off: the lock is ours, but LOCKED is still clear and
@@ -227,14 +238,14 @@ void weft__mutex_lock_slow(weft_mutex *mu, int reason)
             return;
         }
         awoke = true;
-        spin_ok = spin_allowed();
+        spin_ok = -1;
         rounds = 0;
         pauses = 1;
     }
 }
 
-/* Pop the next waiter and ready it: in normal mode the caller has taken
- * one waiter off the count and set WOKEN; with handoff the lock passes to
+/* Pop the next waiter and ready it. In normal mode the caller has taken
+ * one waiter off the count and set WOKEN. With handoff the lock passes to
  * the waiter. */
 static void wake_waiter(weft_mutex *mu, bool handoff)
 {
@@ -246,9 +257,9 @@ static void wake_waiter(weft_mutex *mu, bool handoff)
         if (w)
             break;
         if (mu->q.abandoned == 0)
-            weft__fatal("weft_mutex %p: a waiter is counted but none is "
-                        "queued; the mutex was overwritten or copied while "
-                        "in use", (void *)mu);
+            weft__fatal("weft_mutex %p counts a waiter but none is queued: "
+                        "it was overwritten or copied while in use",
+                        (void *)mu);
         mu->q.abandoned--;
 
         if (handoff) {
@@ -298,10 +309,10 @@ static void unlock_slow(weft_mutex *mu, uint32_t state_after)
     }
     uint32_t old = state_after;
     for (;;) {
-        /* Nobody to wake, or someone else is already on it: a new holder
-         * will wake a waiter when it unlocks, a woken waiter or spinner is
-         * about to take the lock, and starvation mode is served by the
-         * holder's unlock. */
+        /* Return when there is no waiter to wake, or another party will
+         * see to it. A new holder wakes a waiter when it unlocks, a woken
+         * waiter or spinner is about to take the lock, and in starvation
+         * mode the holder's unlock hands the lock on. */
         if (waiters_of(old) == 0 || (old & (LOCKED | WOKEN | STARVING)))
             return;
         if (atomic_compare_exchange_weak_explicit(STATE(mu), &old,

@@ -5,7 +5,7 @@
  * fast path is one acquire load that also makes fn's effects visible.
  * Callers that find done still 0 serialise on the internal mutex: the
  * first runs fn, the others wait on the mutex and then find done set.
- * runner holds the parker running fn while it runs. A caller whose own
+ * runner is the parker running fn, while it runs. A caller whose own
  * parker is there is calling from inside fn and would wait for itself
  * forever, so that is fatal instead.
  */

@@ -13,11 +13,11 @@
  * writer mutex.
  *
  * The semaphores (waitq.h) grant a wakeup even when its waiter has counted
- * itself but not linked its record yet; that waiter then takes the
- * wakeup without parking. So a reader or writer may be woken before it
- * parks without losing anything.
+ * itself but not linked its record yet. That waiter then takes the wakeup
+ * without parking, so a reader or writer may be woken before it parks
+ * without losing anything.
  *
- * Invariants: readers >= 0 while no writer is in; readers in
+ * Invariants: readers >= 0 while no writer is in, and readers is in
  * [-MAX_READERS, 0) while one is. At most one waiter is ever on writer_q.
  * Lock order: writer mutex, then the semaphore queue locks (leaves).
  */
@@ -70,7 +70,7 @@ void weft_rwmutex_runlock(weft_rwmutex *rw)
 void weft_rwmutex_lock(weft_rwmutex *rw)
 {
     weft__mutex_lock_reason(&rw->writer, WEFT__WAIT_RWMUTEX_LOCK);
-    /* Announce the writer; r is the number of readers inside. */
+    /* Announce the writer. r is the number of readers inside. */
     int32_t r = atomic_fetch_sub_explicit(READERS(rw), MAX_READERS,
                                           memory_order_acq_rel);
     if (r != 0 &&
@@ -94,7 +94,7 @@ bool weft_rwmutex_try_lock(weft_rwmutex *rw)
 
 void weft_rwmutex_unlock(weft_rwmutex *rw)
 {
-    /* Let readers in again; r is the number that queued meanwhile. */
+    /* Let readers in again. r is the number that queued meanwhile. */
     int32_t r = atomic_fetch_add_explicit(READERS(rw), MAX_READERS,
                                           memory_order_release) + MAX_READERS;
     if (r >= MAX_READERS)

@@ -5,26 +5,26 @@
  * A waiter is a weft__waiter record on the waiting party's own stack. The
  * queue keeps plain threads and coroutines on two lists, each circular and
  * singly linked, pointing at its tail (the tail's next is the head). A
- * ticket in every record keeps arrival order across the two lists: a
- * waiter pushed at the back gets one more than the newest ticket, a waiter
- * pushed at the front one less than the oldest, and a pop takes the head
- * with the older ticket. Tickets are compared by signed 32-bit difference.
- * That stays valid because the live tickets span at most the number of
- * queued waiters plus the gaps left by dropped records.
+ * ticket in every record keeps arrival order across the two lists. A
+ * waiter pushed at the back gets one more than the newest ticket, and a
+ * waiter pushed at the front one less than the oldest. A pop takes the
+ * head with the older ticket. Tickets are compared by signed 32-bit
+ * difference. That stays valid because the live tickets span at most the
+ * number of queued waiters plus the gaps left by dropped records.
  *
  * Shutdown. Coroutine records live on coroutine stacks, which a runtime
  * shutdown unmaps. All coroutines on the list belong to the runtime
  * numbered q->generation. weft__waitq_lock drops that list unread when its
  * runtime has shut down, or is shutting down as seen from outside the Ps,
  * and adds its length to q->abandoned. The owning type decides what an
- * abandoned waiter means: a mutex counts it as a waiter that can no longer
- * run, a condition variable forgets it. A caller outside the Ps holds the
+ * abandoned waiter means. A mutex keeps counting it as a waiter that can
+ * no longer run, and a condition variable drops it. A caller outside the Ps holds the
  * runtime's entry gate from weft__waitq_lock until its last weft__ready,
  * so that shutdown cannot unmap the records it reads meanwhile.
  *
- * Locking: q->lock is a weft__lock. It is a leaf except that a condition
- * variable's queue lock is held while the waiter's own switch completes.
- * Nothing calls weft__ready with it held.
+ * Locking: q->lock is a weft__lock and a leaf. A waiter holds it across
+ * its own switch, and the park's unlock step drops it. Nothing calls
+ * weft__ready with it held.
  */
 #ifndef WEFT_SYNC_WAITQ_H
 #define WEFT_SYNC_WAITQ_H
@@ -63,8 +63,8 @@ static inline weft__waiter *weft__waitq_head(void *list)
     return list ? ((weft__waiter *)list)->next : NULL;
 }
 
-/* Store a list pointer. Atomic so that weft__waitq_empty may read it
- * without the lock; every store happens under the lock. */
+/* Store a list pointer, atomically so that weft__waitq_empty may read it
+ * without the lock. Every store happens under the lock. */
 static inline void weft__waitq_set(void **list, weft__waiter *w)
 {
     __atomic_store_n(list, (void *)w, __ATOMIC_RELAXED);
@@ -72,8 +72,8 @@ static inline void weft__waitq_set(void **list, weft__waiter *w)
 
 /* Lock q, first entering the entry gate when the caller is outside the Ps.
  * Drops the coroutine list when its runtime is gone (see the header
- * comment). Returns whether the gate was entered; pass that to
- * weft__waitq_leave_gate after the last weft__ready. */
+ * comment). Returns whether the gate was entered, which the caller passes
+ * to weft__waitq_leave_gate after its last weft__ready. */
 static inline bool weft__waitq_lock(weft__waitq *q)
 {
     bool outside = weft__p_self() == NULL;
@@ -149,7 +149,7 @@ static inline void weft__waitq_push(weft__waitq *q, weft__waiter *w, bool front)
 }
 
 /* Unlink and return the oldest waiter, or NULL. The caller owns the record
- * until it readies the parker; it must read what it needs first. */
+ * until it readies the parker, so it must read what it needs first. */
 static inline weft__waiter *weft__waitq_pop(weft__waitq *q)
 {
     weft__waiter *a = weft__waitq_head(q->threads);
@@ -260,13 +260,19 @@ static inline void weft__sema_release(weft__waitq *q, uint32_t n)
 /* Lock a mutex, naming reason as the wait reason when it parks. */
 void weft__mutex_lock_slow(weft_mutex *mu, int reason);
 
+/* The fast path takes a free lock in normal mode even when waiters are
+ * counted: they are parked, and one of them may have been woken, which is
+ * the barging that normal mode allows. Loading first avoids a CAS that is
+ * bound to fail whenever waiters are queued. */
 static inline void weft__mutex_lock_reason(weft_mutex *mu, int reason)
 {
-    uint32_t unlocked = 0;
-    if (!atomic_compare_exchange_strong_explicit((_Atomic uint32_t *)&mu->q.word,
-                                                 &unlocked, 1,
-                                                 memory_order_acquire,
-                                                 memory_order_relaxed))
+    _Atomic uint32_t *state = (_Atomic uint32_t *)&mu->q.word;
+    uint32_t old = atomic_load_explicit(state, memory_order_relaxed);
+    /* 5 is LOCKED | STARVING and 1 is LOCKED (mutex.c). */
+    if ((old & 5u) != 0 ||
+        !atomic_compare_exchange_weak_explicit(state, &old, old | 1u,
+                                               memory_order_acquire,
+                                               memory_order_relaxed))
         weft__mutex_lock_slow(mu, reason);
 }
 

@@ -16,12 +16,12 @@
  *        unlinking up to w parked waiters, and ready them after unlocking.
  *        A waiter that registered but has not linked yet takes its granted
  *        wakeup when it gets the lock, without parking.
- * Misuse, fatal as in Go: a negative counter; a counter that rises from
- * zero while waiters of the ending round are still registered, or that
- * changes between reaching zero and the reset (add concurrent with wait);
- * a released waiter that finds the state non-zero before returning (the
- * wait group was reused before every wait of the round returned). The
- * last two are best-effort: they catch only races that overlap.
+ * Misuse is fatal, as in Go, in three cases. The counter goes negative.
+ * An add runs concurrently with a wait: the counter rises from zero while
+ * waiters of the ending round are still registered, or it changes between
+ * reaching zero and the reset. The wait group is reused early: a released
+ * waiter finds the state non-zero before it returns. The last two checks
+ * are best-effort, because they catch only races that overlap.
  * Invariants: wakeups + waiters on the list never exceed the registered
  * waiters of the round being released. Plain threads and coroutines wait
  * on separate lists. The coroutines all belong to the runtime numbered
@@ -68,7 +68,7 @@ void weft_wg_add(weft_wg *wg, int64_t delta)
     uint32_t waiters = (uint32_t)s;
     if (count < 0)
         weft__fatal("negative wait group counter (%d): weft_wg_done or a "
-                    "negative weft_wg_add was called more often than added",
+                    "negative weft_wg_add took away more than was added",
                     count);
     /* Waiters register only while the counter is positive, so a counter
      * that rises from zero while some are still registered means this add
