@@ -48,7 +48,7 @@
 #endif
 
 #define MAX_REPS 50
-#define MAX_ROWS 16
+#define MAX_ROWS 24
 #define DEFAULT_TIMEOUT_S 120
 #define GO_BUILD_TIMEOUT_S 300
 
@@ -125,6 +125,20 @@ bench_result bench_memory_per_task(bench_memory before, bench_memory after,
 int64_t skynet_expected_sum(int64_t leaves)
 {
     return leaves * (leaves - 1) / 2;
+}
+
+int64_t bench_tasks(const char *workload, int64_t count, int64_t per_task)
+{
+    if (per_task <= 0 || count % per_task != 0)
+        bench_fail("the %s workload needs a parameter that divides its count "
+                   "%lld, got %lld", workload, (long long)count,
+                   (long long)per_task);
+    return count / per_task;
+}
+
+int64_t rwmutex_writes_per_task(int64_t ops)
+{
+    return (ops + RWMUTEX_WRITE_EVERY - 1) / RWMUTEX_WRITE_EVERY;
 }
 
 void bench_fail(const char *fmt, ...)
@@ -358,6 +372,74 @@ static void row_set(row *r, const char *label, const char *workload,
     r->note = note;
 }
 
+/* Append the rows of the sync and context workloads after rows[n - 1] and
+ * return the new row count. Quick mode runs a tenth of every count. Where
+ * a row's parameter is a per-task count, it shrinks instead of the number
+ * of tasks. */
+static int rows_init_sync(row *rows, int n, const options *opt, int timing_reps)
+{
+    int64_t tenth = opt->quick ? 10 : 1;
+    int64_t locks_per_task = 10000 / tenth;
+    int64_t locks = 1000 * locks_per_task;
+    int64_t pthread_locks = 100 * locks_per_task;
+    int64_t uncontended = 10000000 / tenth;
+    int64_t rw_ops_per_task = 1000000 / tenth;
+    int64_t rw_ops = 8 * rw_ops_per_task;
+    int64_t fanout_rounds = 10;
+    int64_t fanout_tasks = 1000000 / tenth;
+    int64_t pthread_fanout_tasks = 10000 / tenth;
+    int64_t contexts = 1000000 / tenth;
+
+    row_set(&rows[n], "mutex contended", "mutex", "ns/lock", timing_reps,
+            locks, pthread_locks, locks,
+            opt->quick
+                ? "mutex contended: 1,000 tasks lock one mutex, increment a "
+                  "counter and unlock, 1,000 times each; pthreads runs 100 "
+                  "threads on a pthread_mutex_t. Time per lock, including "
+                  "spawning and joining the tasks."
+                : "mutex contended: 1,000 tasks lock one mutex, increment a "
+                  "counter and unlock, 10,000 times each; pthreads runs 100 "
+                  "threads on a pthread_mutex_t. Time per lock, including "
+                  "spawning and joining the tasks.");
+    rows[n++].param = locks_per_task;
+    row_set(&rows[n], "mutex uncontended", "mutex", "ns/lock", timing_reps,
+            uncontended, uncontended, uncontended,
+            "mutex uncontended: the same loop in a single task, so every "
+            "lock is free.");
+    rows[n++].param = uncontended;
+    row_set(&rows[n], "rwmutex 1% write", "rwmutex", "ns/op", timing_reps,
+            rw_ops, rw_ops, rw_ops,
+            opt->quick
+                ? "rwmutex: 8 tasks do 100,000 operations each on one "
+                  "reader/writer mutex, every 100th under the write lock, "
+                  "the rest under the read lock; pthreads uses a "
+                  "pthread_rwlock_t that prefers writers, as Go does."
+                : "rwmutex: 8 tasks do 1,000,000 operations each on one "
+                  "reader/writer mutex, every 100th under the write lock, "
+                  "the rest under the read lock; pthreads uses a "
+                  "pthread_rwlock_t that prefers writers, as Go does.");
+    rows[n++].param = rw_ops_per_task;
+    row_set(&rows[n], "wg fan-out", "wg-fanout", "ns/task", timing_reps,
+            fanout_tasks, pthread_fanout_tasks, fanout_tasks,
+            opt->quick
+                ? "wg fan-out: 10 rounds, each spawning 10,000 tasks that "
+                  "call done on a wait group the spawner waits on; pthreads "
+                  "creates 100 detached threads per round and counts them "
+                  "down under a mutex and a condition variable."
+                : "wg fan-out: 10 rounds, each spawning 100,000 tasks that "
+                  "call done on a wait group the spawner waits on; pthreads "
+                  "creates 1,000 detached threads per round and counts them "
+                  "down under a mutex and a condition variable.");
+    rows[n++].param = fanout_rounds;
+    row_set(&rows[n++], "context cancel", "context", "ns/ctx", timing_reps,
+            contexts, contexts, contexts,
+            "context cancel: make a cancelable child of background, cancel "
+            "it, check its error and release it. pthreads has no context, "
+            "so it allocates, cancels and frees a flag with a mutex and a "
+            "condition variable, which has no parent or children.");
+    return n;
+}
+
 /* Counts per mode. For the first rows, quick mode keeps the full counts
  * where a run takes well under a second and cuts repetitions, the yield
  * loop and the 1,000,000 coroutine memory row instead. */
@@ -459,6 +541,7 @@ static int rows_init(row *rows, const options *opt)
                   "pthreads runs 10,000 leaves with a rendezvous queue per "
                   "node and its time is multiplied by 100.");
     rows[n++].scale[IMPL_PTHREADS] = (double)leaves / (double)pthread_leaves;
+    n = rows_init_sync(rows, n, opt, timing_reps);
 
     if (opt->only) {
         int selected = 0;
@@ -548,11 +631,11 @@ static void print_table(const row *rows, int n)
 {
     char a[32], b[32], c[32], d[32], e[32];
     printf("\nMedians (ratio below 1: weft is faster or smaller)\n");
-    printf("%-12s %-10s %10s %10s %10s %14s %8s\n", "workload", "unit", "weft",
+    printf("%-17s %-10s %10s %10s %10s %14s %8s\n", "workload", "unit", "weft",
            "pthreads", "go", "weft/pthreads", "weft/go");
     for (int i = 0; i < n; i++) {
         const row *r = &rows[i];
-        printf("%-12s %-10s %10s %10s %10s %14s %8s\n", r->label, r->unit,
+        printf("%-17s %-10s %10s %10s %10s %14s %8s\n", r->label, r->unit,
                cell_text(r, IMPL_WEFT, a, sizeof a),
                cell_text(r, IMPL_PTHREADS, b, sizeof b),
                cell_text(r, IMPL_GO, c, sizeof c),
@@ -568,7 +651,7 @@ static void print_table(const row *rows, int n)
         for (int i = 0; i < n; i++) {
             if (strcmp(rows[i].workload, "memory") != 0)
                 continue;
-            printf("%-12s %-10s", rows[i].label, "KiB/task");
+            printf("%-17s %-10s", rows[i].label, "KiB/task");
             for (int impl = 0; impl < IMPL_COUNT; impl++) {
                 double v = row_page_tables(&rows[i], impl);
                 if (v >= 0)
@@ -667,6 +750,13 @@ static void print_go_target(const char *goal, const row *r, double factor,
     print_target(goal, r, go < 0 ? -1.0 : go * factor, limit_source);
 }
 
+static void print_at_most_go(const row *rows, int n, const char *label)
+{
+    char goal[64];
+    snprintf(goal, sizeof goal, "%s at most Go's time", label);
+    print_go_target(goal, row_find(rows, n, label), 1.0, "Go's median");
+}
+
 /* The project's goals, checked against this run's medians. Limits taken
  * from Go use the Go median of the same run. */
 static void print_targets(const row *rows, int n)
@@ -691,13 +781,13 @@ static void print_targets(const row *rows, int n)
                     "0.6 of Go's median");
     static const char *const at_most_go[] = {
         "chan 1:1", "chan 4:4", "select buf", "select unbuf", "sleep",
+        "mutex contended", "mutex uncontended", "rwmutex 1% write",
     };
-    for (size_t i = 0; i < sizeof at_most_go / sizeof at_most_go[0]; i++) {
-        char goal[64];
-        snprintf(goal, sizeof goal, "%s at most Go's time", at_most_go[i]);
-        print_go_target(goal, row_find(rows, n, at_most_go[i]), 1.0,
-                        "Go's median");
-    }
+    for (size_t i = 0; i < sizeof at_most_go / sizeof at_most_go[0]; i++)
+        print_at_most_go(rows, n, at_most_go[i]);
+    print_go_target("wg fan-out at most 0.6 of Go's time",
+                    row_find(rows, n, "wg fan-out"), 0.6, "0.6 of Go's median");
+    print_at_most_go(rows, n, "context cancel");
 }
 
 /* ---- driver ---------------------------------------------------------------- */
@@ -811,7 +901,7 @@ static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
     }
     child_argv[argc] = NULL;
 
-    printf("%-12s %-9s run %d/%d  n=%-8s ", r->label, impl_names[impl], rep + 1,
+    printf("%-17s %-9s run %d/%d  n=%-8s ", r->label, impl_names[impl], rep + 1,
            r->reps, count);
     fflush(stdout);
     bool ok = run_process(child_argv, NULL, timeout_s, out, sizeof out, why,
@@ -856,17 +946,20 @@ static void usage(FILE *out)
         "usage: weft-bench [--quick] [--reps N] [--only LIST] [--csv PATH]\n"
         "                  [--timeout SECONDS] [--no-go]\n"
         "\n"
-        "Runs the spawn, yield, skynet, memory, pingpong, chan, select, sleep\n"
-        "and skynet-chan workloads on weft, POSIX threads and Go (when go is\n"
-        "on PATH), each run in a fresh process, and prints the medians.\n"
+        "Runs the spawn, yield, skynet, memory, pingpong, chan, select, sleep,\n"
+        "skynet-chan, mutex, rwmutex, wg-fanout and context workloads on weft,\n"
+        "POSIX threads and Go (when go is on PATH), each run in a fresh\n"
+        "process, and prints the medians.\n"
         "\n"
         "  --quick          fewer repetitions, a shorter yield loop, no\n"
         "                   1,000,000-coroutine memory row and a tenth of the\n"
-        "                   counts of the pingpong, chan, select, sleep and\n"
-        "                   skynet-chan rows (under a minute)\n"
+        "                   counts of the pingpong, chan, select, sleep,\n"
+        "                   skynet-chan, mutex, rwmutex, wg-fanout and context\n"
+        "                   rows (under a minute)\n"
         "  --reps N         runs per workload and implementation (1 to %d)\n"
         "  --only LIST      comma-separated workloads: spawn,yield,skynet,\n"
-        "                   memory,pingpong,chan,select,sleep,skynet-chan\n"
+        "                   memory,pingpong,chan,select,sleep,skynet-chan,\n"
+        "                   mutex,rwmutex,wg-fanout,context\n"
         "  --csv PATH       CSV output (default %s/results-quick.csv\n"
         "                   or results-full.csv)\n"
         "  --timeout S      kill a run after S seconds (default %d)\n"
@@ -943,7 +1036,8 @@ int main(int argc, char **argv)
     if (nrows == 0)
         bench_fail("--only %s selects no workload (expected a comma-separated "
                    "list of spawn, yield, skynet, memory, pingpong, chan, "
-                   "select, sleep, skynet-chan)", opt.only);
+                   "select, sleep, skynet-chan, mutex, rwmutex, wg-fanout, "
+                   "context)", opt.only);
 
     print_machine(&opt);
     bool go_ready = opt.use_go ? go_prepare() : false;

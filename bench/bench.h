@@ -18,11 +18,25 @@
  *   select       nanoseconds per message taken by one receiver selecting
  *                over SELECT_CHANNELS channels
  *   sleep        milliseconds until every task has slept SLEEP_ROUNDS times
+ *   mutex        nanoseconds per lock, increment and unlock of one mutex
+ *                shared by every task (count is the number of locks)
+ *   rwmutex      nanoseconds per operation on one reader/writer mutex: one
+ *                operation in RWMUTEX_WRITE_EVERY takes the write lock, the
+ *                others the read lock (count is the number of operations)
+ *   wg-fanout    nanoseconds per task spawned and counted down on a wait
+ *                group, in rounds (count is the number of tasks)
+ *   context      nanoseconds per cancelable context made, canceled and
+ *                released (count is the number of contexts)
  * Some workloads take a parameter besides the count, 0 meaning none:
  *   pingpong     processors: weft's maxprocs, Go's GOMAXPROCS, or the CPUs
  *                the pthreads process may run on
  *   chan         producers, and as many consumers
  *   select       capacity of each channel, 0 for unbuffered
+ *   mutex        locks per task, so count / param tasks run; param equal
+ *                to count is the uncontended case
+ *   rwmutex      operations per task, so count / param tasks run
+ *   wg-fanout    rounds: each spawns count / param tasks and waits for them
+ * For these three, count must be a multiple of the parameter.
  * Every implementation calls bench_fail on a wrong result or a failed call.
  */
 #ifndef WEFT_BENCH_H
@@ -42,6 +56,11 @@
 /* Each task of the sleep workload sleeps SLEEP_ROUNDS times SLEEP_NS. */
 #define SLEEP_ROUNDS 10
 #define SLEEP_NS 1000000
+
+/* In the rwmutex workload, operation i of each task takes the write lock
+ * when i is a multiple of RWMUTEX_WRITE_EVERY, and the read lock
+ * otherwise. */
+#define RWMUTEX_WRITE_EVERY 100
 
 /* The outcome of one workload run. */
 typedef struct bench_result {
@@ -70,6 +89,15 @@ bench_memory bench_memory_read(void);
 /* Growth per task between two readings. */
 bench_result bench_memory_per_task(bench_memory before, bench_memory after,
                                    int64_t count);
+
+/* Return count / per_task for a workload whose parameter must divide its
+ * count: the number of tasks, or for wg-fanout the tasks per round. Fails
+ * unless per_task is positive and divides count. */
+int64_t bench_tasks(const char *workload, int64_t count, int64_t per_task);
+
+/* Write locks that one task of the rwmutex workload takes in ops
+ * operations. */
+int64_t rwmutex_writes_per_task(int64_t ops);
 
 /* Sum of the leaf values 0 .. leaves-1 that a correct skynet returns. The
  * chan and select workloads send the values 0 .. count-1, so their sum is

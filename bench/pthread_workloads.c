@@ -6,6 +6,10 @@
  * primitive the way a pthreads program would: pthread_join to wait for
  * threads, a mutex and condition variable to park and hand off, and a
  * bounded queue built from those (pqueue) where weft and Go use channels.
+ * The mutex and rwmutex workloads use pthread_mutex_t and pthread_rwlock_t.
+ * wg-fanout counts detached threads down under a mutex, and context uses a
+ * malloc'd flag with a mutex and a condition variable, as pthreads has no
+ * wait group and no context.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -757,6 +761,239 @@ static double run_sleep(int64_t count)
     return (double)elapsed / 1e6;
 }
 
+/* ---- mutex: threads taking turns on one pthread mutex ------------------- */
+
+typedef struct pmutex_state {
+    pthread_mutex_t lock;
+    int64_t counter;          /* guarded by lock */
+    int64_t per_thread;       /* locks each thread takes */
+} pmutex_state;
+
+static void *mutex_thread(void *arg)
+{
+    pmutex_state *state = arg;
+    for (int64_t i = 0; i < state->per_thread; i++) {
+        pthread_mutex_lock(&state->lock);
+        state->counter++;
+        pthread_mutex_unlock(&state->lock);
+    }
+    return NULL;
+}
+
+/* count / per_thread threads each take the mutex per_thread times. The
+ * timed region includes creating and joining them. */
+static double run_mutex(int64_t count, int64_t per_thread)
+{
+    int64_t nthreads = bench_tasks("mutex", count, per_thread);
+    pmutex_state state = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .per_thread = per_thread,
+    };
+    pthread_t *threads = thread_array(nthreads);
+
+    int64_t start = bench_now_ns();
+    for (int64_t i = 0; i < nthreads; i++)
+        create_or_fail(&threads[i], mutex_thread, &state);
+    for (int64_t i = 0; i < nthreads; i++)
+        join_or_fail(threads[i]);
+    int64_t elapsed = bench_now_ns() - start;
+    free(threads);
+
+    if (state.counter != count)
+        bench_fail("pthreads mutex: %lld threads counted to %lld under the "
+                   "mutex, expected %lld", (long long)nthreads,
+                   (long long)state.counter, (long long)count);
+    return (double)elapsed / (double)count;
+}
+
+/* ---- rwmutex: read-mostly threads on one pthread_rwlock ----------------- */
+
+typedef struct prwmutex_state {
+    pthread_rwlock_t rw;
+    int64_t first;            /* guarded by rw; writers keep first == second */
+    int64_t second;
+    int64_t per_thread;       /* operations each thread performs */
+    pthread_mutex_t totals_lock;
+    int64_t reads;            /* guarded by totals_lock, as are torn and seen */
+    int64_t torn;             /* reads that saw first != second */
+    int64_t seen;             /* sum of the values read */
+} prwmutex_state;
+
+static void *rwmutex_thread(void *arg)
+{
+    prwmutex_state *state = arg;
+    int64_t reads = 0, torn = 0, seen = 0;
+    for (int64_t i = 0; i < state->per_thread; i++) {
+        if (i % RWMUTEX_WRITE_EVERY == 0) {
+            pthread_rwlock_wrlock(&state->rw);
+            state->first++;
+            state->second++;
+            pthread_rwlock_unlock(&state->rw);
+            continue;
+        }
+        pthread_rwlock_rdlock(&state->rw);
+        int64_t first = state->first;
+        torn += first != state->second;
+        pthread_rwlock_unlock(&state->rw);
+        seen += first;
+        reads++;
+    }
+    pthread_mutex_lock(&state->totals_lock);
+    state->reads += reads;
+    state->torn += torn;
+    state->seen += seen;
+    pthread_mutex_unlock(&state->totals_lock);
+    return NULL;
+}
+
+/* The lock prefers writers, as Go's sync.RWMutex and weft_rwmutex do. glibc's
+ * default prefers readers, which can keep a writer waiting indefinitely. */
+static double run_rwmutex(int64_t count, int64_t per_thread)
+{
+    int64_t nthreads = bench_tasks("rwmutex", count, per_thread);
+    prwmutex_state state = {
+        .per_thread = per_thread,
+        .totals_lock = PTHREAD_MUTEX_INITIALIZER,
+    };
+    pthread_rwlockattr_t attr;
+    check_pthread(pthread_rwlockattr_init(&attr), "pthread_rwlockattr_init");
+    check_pthread(pthread_rwlockattr_setkind_np(
+                      &attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP),
+                  "pthread_rwlockattr_setkind_np");
+    check_pthread(pthread_rwlock_init(&state.rw, &attr), "pthread_rwlock_init");
+    pthread_rwlockattr_destroy(&attr);
+    pthread_t *threads = thread_array(nthreads);
+
+    int64_t start = bench_now_ns();
+    for (int64_t i = 0; i < nthreads; i++)
+        create_or_fail(&threads[i], rwmutex_thread, &state);
+    for (int64_t i = 0; i < nthreads; i++)
+        join_or_fail(threads[i]);
+    int64_t elapsed = bench_now_ns() - start;
+    free(threads);
+    pthread_rwlock_destroy(&state.rw);
+
+    int64_t writes = nthreads * rwmutex_writes_per_task(per_thread);
+    if (state.first != writes || state.second != writes ||
+        state.reads != count - writes || state.torn != 0 || state.seen < 0)
+        bench_fail("pthreads rwmutex: counters %lld and %lld after %lld reads "
+                   "(%lld torn), expected %lld writes and %lld reads",
+                   (long long)state.first, (long long)state.second,
+                   (long long)state.reads, (long long)state.torn,
+                   (long long)writes, (long long)(count - writes));
+    return (double)elapsed / (double)count;
+}
+
+/* ---- wg-fanout: rounds of detached threads counted down ----------------- */
+
+/* A wait group for threads: a counter under a mutex, and a condition
+ * variable that the last thread of a round signals. */
+typedef struct pfanout_state {
+    pthread_mutex_t lock;
+    pthread_cond_t round_done;
+    int64_t outstanding;      /* threads of this round not yet finished */
+    int64_t finished;         /* threads finished in all rounds */
+} pfanout_state;
+
+static void *fanout_thread(void *arg)
+{
+    pfanout_state *state = arg;
+    pthread_mutex_lock(&state->lock);
+    state->finished++;
+    if (--state->outstanding == 0)
+        pthread_cond_signal(&state->round_done);
+    pthread_mutex_unlock(&state->lock);
+    return NULL;
+}
+
+/* Each of rounds rounds creates count / rounds detached threads and waits
+ * until all of them have counted down. The state is static, because a
+ * detached thread may still be returning from pthread_mutex_unlock after
+ * the main thread has moved on. */
+static double run_wg_fanout(int64_t count, int64_t rounds)
+{
+    int64_t per_round = bench_tasks("wg-fanout", count, rounds);
+    static pfanout_state state = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .round_done = PTHREAD_COND_INITIALIZER,
+    };
+    pthread_attr_t attr;
+    check_pthread(pthread_attr_init(&attr), "pthread_attr_init");
+    check_pthread(pthread_attr_setstacksize(&attr, THREAD_STACK_BYTES),
+                  "pthread_attr_setstacksize");
+    check_pthread(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED),
+                  "pthread_attr_setdetachstate");
+
+    int64_t start = bench_now_ns();
+    for (int64_t round = 0; round < rounds; round++) {
+        pthread_mutex_lock(&state.lock);
+        state.outstanding = per_round;
+        pthread_mutex_unlock(&state.lock);
+        for (int64_t i = 0; i < per_round; i++) {
+            pthread_t thread;
+            int err = pthread_create(&thread, &attr, fanout_thread, &state);
+            if (err != 0)
+                bench_fail("pthread_create of a detached thread failed: %s",
+                           strerror(err));
+        }
+        pthread_mutex_lock(&state.lock);
+        while (state.outstanding > 0)
+            pthread_cond_wait(&state.round_done, &state.lock);
+        int64_t finished = state.finished;
+        pthread_mutex_unlock(&state.lock);
+        if (finished != (round + 1) * per_round)
+            bench_fail("pthreads wg-fanout: %lld threads had finished after "
+                       "round %lld, expected %lld", (long long)finished,
+                       (long long)round + 1,
+                       (long long)((round + 1) * per_round));
+    }
+    int64_t elapsed = bench_now_ns() - start;
+    pthread_attr_destroy(&attr);
+    return (double)elapsed / (double)count;
+}
+
+/* ---- context: the nearest thread counterpart of a cancelable context ---- */
+
+/* What a threaded program uses to tell workers to stop: a flag that a
+ * worker can poll, and a condition variable it can wait on. Unlike a
+ * context it has no parent or children. */
+typedef struct pcancel {
+    pthread_mutex_t lock;
+    pthread_cond_t canceled_changed;
+    bool canceled;            /* guarded by lock */
+} pcancel;
+
+/* Allocate, cancel and free count pcancel records, as the weft and Go
+ * workloads allocate, cancel and release contexts. */
+static double run_context(int64_t count)
+{
+    int64_t start = bench_now_ns();
+    for (int64_t i = 0; i < count; i++) {
+        pcancel *c = malloc(sizeof *c);
+        if (!c)
+            bench_fail("out of memory after %lld cancel records", (long long)i);
+        check_pthread(pthread_mutex_init(&c->lock, NULL), "pthread_mutex_init");
+        check_pthread(pthread_cond_init(&c->canceled_changed, NULL),
+                      "pthread_cond_init");
+        c->canceled = false;
+
+        pthread_mutex_lock(&c->lock);
+        c->canceled = true;
+        pthread_cond_broadcast(&c->canceled_changed);
+        pthread_mutex_unlock(&c->lock);
+
+        pthread_mutex_lock(&c->lock);
+        bool canceled = c->canceled;
+        pthread_mutex_unlock(&c->lock);
+        if (!canceled)
+            bench_fail("a pthreads cancel record read back as not canceled");
+        pthread_cond_destroy(&c->canceled_changed);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+    }
+    return (double)(bench_now_ns() - start) / (double)count;
+}
+
 /* ---- entry -------------------------------------------------------------- */
 
 bench_result pthread_workload_run(const char *workload, int64_t count,
@@ -782,6 +1019,14 @@ bench_result pthread_workload_run(const char *workload, int64_t count,
         result.value = run_select(count, param);
     else if (strcmp(workload, "sleep") == 0)
         result.value = run_sleep(count);
+    else if (strcmp(workload, "mutex") == 0)
+        result.value = run_mutex(count, param);
+    else if (strcmp(workload, "rwmutex") == 0)
+        result.value = run_rwmutex(count, param);
+    else if (strcmp(workload, "wg-fanout") == 0)
+        result.value = run_wg_fanout(count, param);
+    else if (strcmp(workload, "context") == 0)
+        result.value = run_context(count);
     else
         bench_fail("unknown workload \"%s\"", workload);
     return result;

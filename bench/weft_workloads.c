@@ -6,6 +6,8 @@
  * Runtime start-up and shutdown are outside the timed region. Completion is
  * signalled with wait groups. The skynet workload collects its sums with one
  * C11 atomic per node, skynet-chan with one channel per node as Go does.
+ * The mutex, rwmutex, wg-fanout and context workloads use weft/sync.h and
+ * weft/context.h the way a Go program uses sync and context.
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>
@@ -507,6 +509,168 @@ static double run_sleep(int64_t count)
     return (double)elapsed / 1e6;
 }
 
+/* ---- mutex: tasks taking turns on one mutex ----------------------------- */
+
+typedef struct mutex_state {
+    weft_mutex mu;
+    int64_t counter;      /* guarded by mu */
+    int64_t per_task;     /* locks each task takes */
+    weft_wg done;
+} mutex_state;
+
+static void mutex_task(void *arg)
+{
+    mutex_state *state = arg;
+    for (int64_t i = 0; i < state->per_task; i++) {
+        weft_mutex_lock(&state->mu);
+        state->counter++;
+        weft_mutex_unlock(&state->mu);
+    }
+    weft_wg_done(&state->done);
+}
+
+/* count / per_task coroutines each take the mutex per_task times. With one
+ * task (per_task equal to count) the mutex is never contended. */
+static double run_mutex(int64_t count, int64_t per_task)
+{
+    int64_t tasks = bench_tasks("mutex", count, per_task);
+    mutex_state state = { .per_task = per_task };
+
+    int64_t start = bench_now_ns();
+    weft_wg_add(&state.done, tasks);
+    for (int64_t i = 0; i < tasks; i++)
+        spawn_go_or_fail(mutex_task, &state);
+    weft_wg_wait(&state.done);
+    int64_t elapsed = bench_now_ns() - start;
+
+    if (state.counter != count)
+        bench_fail("weft mutex: %lld tasks counted to %lld under the mutex, "
+                   "expected %lld", (long long)tasks, (long long)state.counter,
+                   (long long)count);
+    return (double)elapsed / (double)count;
+}
+
+/* ---- rwmutex: read-mostly tasks on one reader/writer mutex -------------- */
+
+typedef struct rwmutex_state {
+    weft_rwmutex rw;
+    int64_t first;        /* guarded by rw; writers keep first == second */
+    int64_t second;
+    int64_t per_task;     /* operations each task performs */
+    _Atomic int64_t reads;
+    _Atomic int64_t torn; /* reads that saw first != second */
+    _Atomic int64_t seen; /* sum of the values read, so no read is dropped */
+    weft_wg done;
+} rwmutex_state;
+
+static void rwmutex_task(void *arg)
+{
+    rwmutex_state *state = arg;
+    int64_t reads = 0, torn = 0, seen = 0;
+    for (int64_t i = 0; i < state->per_task; i++) {
+        if (i % RWMUTEX_WRITE_EVERY == 0) {
+            weft_rwmutex_lock(&state->rw);
+            state->first++;
+            state->second++;
+            weft_rwmutex_unlock(&state->rw);
+            continue;
+        }
+        weft_rwmutex_rlock(&state->rw);
+        int64_t first = state->first;
+        torn += first != state->second;
+        weft_rwmutex_runlock(&state->rw);
+        seen += first;
+        reads++;
+    }
+    atomic_fetch_add(&state->reads, reads);
+    atomic_fetch_add(&state->torn, torn);
+    atomic_fetch_add(&state->seen, seen);
+    weft_wg_done(&state->done);
+}
+
+static double run_rwmutex(int64_t count, int64_t per_task)
+{
+    int64_t tasks = bench_tasks("rwmutex", count, per_task);
+    rwmutex_state state = { .per_task = per_task };
+
+    int64_t start = bench_now_ns();
+    weft_wg_add(&state.done, tasks);
+    for (int64_t i = 0; i < tasks; i++)
+        spawn_go_or_fail(rwmutex_task, &state);
+    weft_wg_wait(&state.done);
+    int64_t elapsed = bench_now_ns() - start;
+
+    int64_t writes = tasks * rwmutex_writes_per_task(per_task);
+    if (state.first != writes || state.second != writes ||
+        atomic_load(&state.reads) != count - writes ||
+        atomic_load(&state.torn) != 0 || atomic_load(&state.seen) < 0)
+        bench_fail("weft rwmutex: counters %lld and %lld after %lld reads "
+                   "(%lld torn), expected %lld writes and %lld reads",
+                   (long long)state.first, (long long)state.second,
+                   (long long)atomic_load(&state.reads),
+                   (long long)atomic_load(&state.torn), (long long)writes,
+                   (long long)(count - writes));
+    return (double)elapsed / (double)count;
+}
+
+/* ---- wg-fanout: rounds of tasks counted down on a wait group ------------ */
+
+typedef struct fanout_state {
+    _Atomic int64_t finished;
+    weft_wg done;
+} fanout_state;
+
+static void fanout_task(void *arg)
+{
+    fanout_state *state = arg;
+    atomic_fetch_add_explicit(&state->finished, 1, memory_order_relaxed);
+    weft_wg_done(&state->done);
+}
+
+/* Each of rounds rounds spawns count / rounds coroutines and waits until
+ * all of them have called weft_wg_done. Later rounds reuse the stacks and
+ * records of earlier ones, unlike the spawn workload's single round. */
+static double run_wg_fanout(int64_t count, int64_t rounds)
+{
+    int64_t per_round = bench_tasks("wg-fanout", count, rounds);
+    fanout_state state = {0};
+
+    int64_t start = bench_now_ns();
+    for (int64_t round = 0; round < rounds; round++) {
+        weft_wg_add(&state.done, per_round);
+        for (int64_t i = 0; i < per_round; i++)
+            spawn_go_or_fail(fanout_task, &state);
+        weft_wg_wait(&state.done);
+        int64_t finished = atomic_load(&state.finished);
+        if (finished != (round + 1) * per_round)
+            bench_fail("weft wg-fanout: %lld tasks had finished when round "
+                       "%lld's wait returned, expected %lld",
+                       (long long)finished, (long long)round + 1,
+                       (long long)((round + 1) * per_round));
+    }
+    return (double)(bench_now_ns() - start) / (double)count;
+}
+
+/* ---- context: make, cancel and release cancelable contexts -------------- */
+
+static double run_context(int64_t count)
+{
+    int64_t start = bench_now_ns();
+    for (int64_t i = 0; i < count; i++) {
+        weft_ctx *ctx = weft_ctx_with_cancel(weft_ctx_background());
+        if (!ctx)
+            bench_fail("weft_ctx_with_cancel returned NULL after %lld "
+                       "contexts", (long long)i);
+        weft_ctx_cancel(ctx);
+        int err = weft_ctx_err(ctx);
+        if (err != WEFT_ECANCELED)
+            bench_fail("weft_ctx_err after weft_ctx_cancel returned %d (%s), "
+                       "expected WEFT_ECANCELED", err, weft_strerror(err));
+        weft_ctx_release(ctx);
+    }
+    return (double)(bench_now_ns() - start) / (double)count;
+}
+
 /* ---- entry -------------------------------------------------------------- */
 
 static int job_main(void *arg)
@@ -531,6 +695,14 @@ static int job_main(void *arg)
         job->result.value = run_select(job->count, job->param);
     else if (strcmp(job->workload, "sleep") == 0)
         job->result.value = run_sleep(job->count);
+    else if (strcmp(job->workload, "mutex") == 0)
+        job->result.value = run_mutex(job->count, job->param);
+    else if (strcmp(job->workload, "rwmutex") == 0)
+        job->result.value = run_rwmutex(job->count, job->param);
+    else if (strcmp(job->workload, "wg-fanout") == 0)
+        job->result.value = run_wg_fanout(job->count, job->param);
+    else if (strcmp(job->workload, "context") == 0)
+        job->result.value = run_context(job->count);
     else
         bench_fail("unknown workload \"%s\"", job->workload);
     return 0;

@@ -12,15 +12,19 @@
 // program here) and KiB of resident memory per parked goroutine (memory).
 // The channel workloads report nanoseconds per round trip (pingpong), per
 // item (chan) or per message (select), and sleep reports milliseconds until
-// every goroutine has slept. The
-// memory workload also prints "page_tables VALUE", the growth of VmPTE per
-// goroutine. -param is GOMAXPROCS for pingpong, the number of producers and
-// of consumers for chan and the channel capacity for select, as in
-// bench/bench.h. Only the standard library is used.
+// every goroutine has slept. The sync workloads report nanoseconds per lock
+// (mutex), per operation (rwmutex), per goroutine (wg-fanout) or per
+// context made and canceled (context). The memory workload also prints
+// "page_tables VALUE", the growth of VmPTE per goroutine. -param is
+// GOMAXPROCS for pingpong, the number of producers and of consumers for
+// chan, the channel capacity for select, the locks or operations per
+// goroutine for mutex and rwmutex and the number of rounds for wg-fanout,
+// as in bench/bench.h. Only the standard library is used.
 package main
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -39,6 +43,10 @@ const (
 	selectChannels = 4                // channels in the select workload
 	sleepRounds    = 10               // sleeps per goroutine in the sleep workload
 	sleepDuration  = time.Millisecond // length of each of those sleeps
+
+	// In the rwmutex workload, one operation in rwmutexWriteEvery takes the
+	// write lock.
+	rwmutexWriteEvery = 100
 )
 
 func fail(format string, args ...interface{}) {
@@ -272,6 +280,140 @@ func sleepTasks(n int) float64 {
 	return float64(elapsed.Nanoseconds()) / 1e6
 }
 
+// tasksFor returns count / perTask, failing unless perTask divides count, as
+// bench_tasks does in bench/bench.c.
+func tasksFor(workload string, count, perTask int64) int64 {
+	if perTask <= 0 || count%perTask != 0 {
+		fail("the %s workload needs a parameter that divides its count %d, got %d",
+			workload, count, perTask)
+	}
+	return count / perTask
+}
+
+// mutexLocks runs count/perTask goroutines that each lock one sync.Mutex,
+// increment a counter and unlock, perTask times, and returns the
+// nanoseconds per lock. perTask equal to count is the uncontended case.
+func mutexLocks(count, perTask int64) float64 {
+	tasks := tasksFor("mutex", count, perTask)
+	var mu sync.Mutex
+	var counter int64
+	var wg sync.WaitGroup
+
+	start := time.Now()
+	wg.Add(int(tasks))
+	for t := int64(0); t < tasks; t++ {
+		go func() {
+			for i := int64(0); i < perTask; i++ {
+				mu.Lock()
+				counter++
+				mu.Unlock()
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	if counter != count {
+		fail("Go mutex: %d goroutines counted to %d under the mutex, expected %d",
+			tasks, counter, count)
+	}
+	return float64(elapsed.Nanoseconds()) / float64(count)
+}
+
+// rwmutexOps runs count/perTask goroutines that each perform perTask
+// operations on one sync.RWMutex, and returns the nanoseconds per
+// operation. Operation i takes the write lock and increments two counters
+// when i is a multiple of rwmutexWriteEvery. Every other operation takes
+// the read lock and checks that the counters are equal.
+func rwmutexOps(count, perTask int64) float64 {
+	tasks := tasksFor("rwmutex", count, perTask)
+	var rw sync.RWMutex
+	var first, second int64 // guarded by rw
+	var reads, torn, seen int64
+	var wg sync.WaitGroup
+
+	start := time.Now()
+	wg.Add(int(tasks))
+	for t := int64(0); t < tasks; t++ {
+		go func() {
+			var localReads, localTorn, localSeen int64
+			for i := int64(0); i < perTask; i++ {
+				if i%rwmutexWriteEvery == 0 {
+					rw.Lock()
+					first++
+					second++
+					rw.Unlock()
+					continue
+				}
+				rw.RLock()
+				v := first
+				if v != second {
+					localTorn++
+				}
+				rw.RUnlock()
+				localSeen += v
+				localReads++
+			}
+			atomic.AddInt64(&reads, localReads)
+			atomic.AddInt64(&torn, localTorn)
+			atomic.AddInt64(&seen, localSeen)
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	writes := tasks * ((perTask + rwmutexWriteEvery - 1) / rwmutexWriteEvery)
+	if first != writes || second != writes || reads != count-writes || torn != 0 || seen < 0 {
+		fail("Go rwmutex: counters %d and %d after %d reads (%d torn), expected %d writes and %d reads",
+			first, second, reads, torn, writes, count-writes)
+	}
+	return float64(elapsed.Nanoseconds()) / float64(count)
+}
+
+// wgFanout runs rounds rounds, each starting count/rounds goroutines that
+// count themselves and call Done on one sync.WaitGroup, which the main
+// goroutine waits on. It returns the nanoseconds per goroutine.
+func wgFanout(count, rounds int64) float64 {
+	perRound := tasksFor("wg-fanout", count, rounds)
+	var wg sync.WaitGroup
+	var finished int64
+
+	start := time.Now()
+	for r := int64(0); r < rounds; r++ {
+		wg.Add(int(perRound))
+		for i := int64(0); i < perRound; i++ {
+			go func() {
+				atomic.AddInt64(&finished, 1)
+				wg.Done()
+			}()
+		}
+		wg.Wait()
+		if got := atomic.LoadInt64(&finished); got != (r+1)*perRound {
+			fail("Go wg-fanout: %d goroutines had finished when round %d's Wait returned, expected %d",
+				got, r+1, (r+1)*perRound)
+		}
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(count)
+}
+
+// contextCancel makes count children of context.Background with
+// context.WithCancel, cancels each and checks its error, and returns the
+// nanoseconds per context.
+func contextCancel(count int64) float64 {
+	background := context.Background()
+	start := time.Now()
+	for i := int64(0); i < count; i++ {
+		ctx, cancel := context.WithCancel(background)
+		cancel()
+		if err := ctx.Err(); err != context.Canceled {
+			fail("Go context: Err after cancel returned %v, expected %v", err, context.Canceled)
+		}
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(count)
+}
+
 // memoryKiB returns VmRSS and VmPTE from /proc/self/status, the source the
 // C workloads read, so no Go runtime statistic enters the comparison.
 func memoryKiB() (rss, pageTables int64) {
@@ -331,11 +473,14 @@ func memory(n int) (rss, pageTables float64) {
 
 func main() {
 	workload := flag.String("workload", "", "workload to run: spawn, yield, skynet, "+
-		"skynet-chan, memory, pingpong, chan, select or sleep")
-	count := flag.Int64("n", 0, "goroutines (spawn, memory, sleep), switches (yield), "+
-		"leaves (skynet), round trips (pingpong), items (chan) or messages (select)")
+		"skynet-chan, memory, pingpong, chan, select, sleep, mutex, rwmutex, "+
+		"wg-fanout or context")
+	count := flag.Int64("n", 0, "goroutines (spawn, memory, sleep, wg-fanout), "+
+		"switches (yield), leaves (skynet), round trips (pingpong), items (chan), "+
+		"messages (select), locks (mutex), operations (rwmutex) or contexts (context)")
 	param := flag.Int("param", 0, "GOMAXPROCS (pingpong; 0 keeps the default), "+
-		"producers and consumers each (chan) or channel capacity (select)")
+		"producers and consumers each (chan), channel capacity (select), locks or "+
+		"operations per goroutine (mutex, rwmutex) or rounds (wg-fanout)")
 	flag.Parse()
 	if *count <= 0 {
 		fail("-n must be a positive count, got %d", *count)
@@ -360,9 +505,18 @@ func main() {
 		result = selectMessages(*count, *param)
 	case "sleep":
 		result = sleepTasks(int(*count))
+	case "mutex":
+		result = mutexLocks(*count, int64(*param))
+	case "rwmutex":
+		result = rwmutexOps(*count, int64(*param))
+	case "wg-fanout":
+		result = wgFanout(*count, int64(*param))
+	case "context":
+		result = contextCancel(*count)
 	default:
 		fail("unknown -workload %q (expected spawn, yield, skynet, skynet-chan, "+
-			"memory, pingpong, chan, select or sleep)", *workload)
+			"memory, pingpong, chan, select, sleep, mutex, rwmutex, wg-fanout "+
+			"or context)", *workload)
 	}
 	fmt.Printf("result %.6f\n", result)
 	if pageTables >= 0 {
