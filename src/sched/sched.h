@@ -211,7 +211,7 @@ enum { WEFT__CLAIM_OPEN = 0, WEFT__CLAIM_WAKER = 1, WEFT__CLAIM_TIMEOUT = 2 };
 /* Park like weft__park, but also end the wait at deadline (weft_now clock)
  * unless a waker has claimed it first. Every waker of such a parker must
  * move *claim from OPEN to WAKER by CAS and ready it only if that
- * succeeded. Returns true when the timeout won (then nobody readies it). */
+ * succeeded. Returns true when the timeout won (then no waker readies it). */
 bool weft__park_until(weft__unlock_fn unlock, void *arg, int reason,
                       int64_t deadline, _Atomic uint32_t *claim);
 

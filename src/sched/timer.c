@@ -3,8 +3,8 @@
  * sleeps and timed parks built on it, and the public timers and tickers.
  *
  * The heap is a 4-ary min-heap of nodes (deadline, ref) guarded by
- * heap_lock; the deadline is copied into the node so that sifting reads
- * only the array. Three kinds of node:
+ * heap_lock. The deadline is copied into the node, so sifting reads only
+ * the array. Three kinds of node:
  *
  *   sleep  ref is the sleeping coroutine's parker, tagged. Only its firing
  *          removes it, so sifting and firing never touch the sleeper's
@@ -356,8 +356,8 @@ void weft__timers_term(void)
         if (!e)
             continue;
         e->index = NOT_IN_HEAP;
-        /* A later stop reports the fire as prevented, so the owner of a
-         * function timer knows fn will never run. */
+        /* A later stop reports the fire as prevented, which tells the
+         * owner of a function timer that fn will never run. */
         if (e->kind == ENTRY_TIMER)
             ((weft_timer *)e)->dropped = true;
     }
@@ -503,7 +503,10 @@ static void start_locked(weft_timer *t, int64_t d, int64_t period)
     bool ok;
     weft__lock_acquire(&heap_lock);
     t->period = period;
-    t->e.deadline = deadline_after(d > 0 ? d : period > 0 ? period : 0);
+    int64_t wait = d;
+    if (wait <= 0)
+        wait = period > 0 ? period : 0;
+    t->e.deadline = deadline_after(wait);
     bool earliest = heap_insert(&t->e, &ok);
     weft__lock_release(&heap_lock);
     if (!ok) {
