@@ -199,7 +199,7 @@ static const char *const wait_reason_strings[WEFT__WAIT_COUNT] = {
     [WEFT__WAIT_RWMUTEX_LOCK] = "sync.RWMutex.Lock",
     [WEFT__WAIT_COND] = "sync.Cond.Wait",
     [WEFT__WAIT_SEMACQUIRE] = "semacquire",
-    [WEFT__WAIT_ONCE] = "sync.Once.Do",
+    [WEFT__WAIT_ONCE] = "sync.Once",
 };
 
 const char *weft__wait_reason_string(int reason)
