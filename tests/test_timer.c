@@ -439,6 +439,35 @@ static void test_stop_and_reset_racing_fire(void **state)
     assert_int_equal(weft_shutdown(), 0);
 }
 
+/* A fire of an earlier setting may still be on its way when reset
+ * returns; it is dropped, and must not make a later stop report a fire
+ * pending after the new setting's value was received. */
+static void test_stop_after_reset_and_receive(void **state)
+{
+    (void)state;
+    weft_config cfg = { .maxprocs = 2 };
+    assert_int_equal(weft_init(&cfg), 0);
+    int n = SCALE(20000);
+    int stop_true = 0, recv_failed = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t d = WEFT_US(i % 20);
+        weft_timer *t = weft_timer_make(d);
+        assert_non_null(t);
+        int64_t until = weft_now() + d;
+        while (weft_now() < until)
+            weft_yield();
+        weft_timer_reset(t, WEFT_US(i % 7));
+        int64_t fired = 0;
+        if (weft_chan_recv(weft_timer_chan(t), &fired) != 0)
+            recv_failed++;
+        stop_true += weft_timer_stop(t);
+        weft_timer_release(t);
+    }
+    assert_int_equal(recv_failed, 0);
+    assert_int_equal(stop_true, 0);
+    assert_int_equal(weft_shutdown(), 0);
+}
+
 /* ---- many timers ---------------------------------------------------- */
 
 static void test_many_pending_timers(void **state)
@@ -627,6 +656,7 @@ int main(void)
         cmocka_unit_test_teardown(test_timer_release_while_pending, stop_runtime),
         cmocka_unit_test_teardown(test_timer_release_after_shutdown, stop_runtime),
         cmocka_unit_test_teardown(test_stop_and_reset_racing_fire, stop_runtime),
+        cmocka_unit_test_teardown(test_stop_after_reset_and_receive, stop_runtime),
         cmocka_unit_test_teardown(test_many_pending_timers, stop_runtime),
         cmocka_unit_test_teardown(test_many_timers_fire, stop_runtime),
         cmocka_unit_test_teardown(test_sleep_crowd_repeats, stop_runtime),

@@ -670,7 +670,8 @@ int weft_sleep_ctx(weft_ctx *ctx, int64_t ns)
     cancel_ctx *c = scope_of(ctx);
     if (!c)
         return weft_sleep(ns);
-    int err = atomic_load_explicit(&c->err, memory_order_acquire);
+    /* Through weft_ctx_err, which waits for the canceller to close done. */
+    int err = weft_ctx_err(ctx);
     if (err != 0)
         return err;
     if (ns <= 0) {

@@ -80,7 +80,7 @@ struct weft_timer {
     entry e;
     _Atomic uint32_t lock;
     uint64_t seq;      /* bumped by stop, reset and release */
-    _Atomic int inflight; /* fires popped but not yet delivered */
+    _Atomic int inflight; /* fires of the current setting popped, not delivered */
     bool dropped;      /* taken out of the heap by shutdown, unfired */
     int64_t period;    /* 0 for a one-shot timer */
     _Atomic int refs;
@@ -249,8 +249,11 @@ static void timer_unref(weft_timer *t)
 static void deliver(weft_timer *t, uint64_t seq)
 {
     weft__lock_acquire(&t->lock);
-    atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
     bool current = t->seq == seq;
+    /* inflight counts the current setting's fires only: stop and reset
+     * zero it when they bump seq, so a stale fire does not lower it. */
+    if (current)
+        atomic_fetch_sub_explicit(&t->inflight, 1, memory_order_relaxed);
     void (*fn)(void *) = t->fn;
     void *fn_arg = t->fn_arg;
     if (current && fn) {
@@ -478,6 +481,7 @@ static bool stop_locked(weft_timer *t)
     pending = in_heap || t->dropped ||
               atomic_load_explicit(&t->inflight, memory_order_relaxed) > 0;
     t->dropped = false;
+    atomic_store_explicit(&t->inflight, 0, memory_order_relaxed);
     t->seq++;
     weft__lock_release(&heap_lock);
     if (in_heap) /* the heap's reference; the owner still holds one */
