@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
 
 static void test_zero_values(void **state)
@@ -301,15 +302,6 @@ static void test_concurrent_add_results_unique(void **state)
 
     assert_int_equal(weft_shutdown(), 0);
     assert_no_check_failures();
-}
-
-/* Shut the runtime down after each test, so that a test which failed
- * with the runtime running does not make the next weft_init fail. */
-static int stop_runtime(void **state)
-{
-    (void)state;
-    weft_shutdown();
-    return 0;
 }
 
 int main(void)

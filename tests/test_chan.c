@@ -15,30 +15,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
-
-/* Yield until *counter reaches want. Returns false when timeout ns pass
- * first. */
-static bool wait_for_count(_Atomic int *counter, int want, int64_t timeout)
-{
-    int64_t deadline = weft_now() + timeout;
-    while (atomic_load(counter) < want) {
-        if (weft_now() > deadline)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
-
-static bool all_bytes_equal(const void *p, size_t n, unsigned char value)
-{
-    const unsigned char *bytes = p;
-    for (size_t i = 0; i < n; i++) {
-        if (bytes[i] != value)
-            return false;
-    }
-    return true;
-}
 
 /* ---- the semantics table ------------------------------------------- */
 
@@ -1405,30 +1383,6 @@ static void test_release_right_after_handoff(void **state)
 
 /* ---- releasing after the runtime shut down ------------------------- */
 
-/* Run body in a child process, so that a crash there fails one test
- * instead of ending the program. Returns the child's exit status, or 128
- * plus the signal that ended it. */
-static int run_in_child(int (*body)(void))
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* cmocka's handlers would report a crash here as a failure of this
-         * test and run the remaining tests in the child too. */
-        int crash_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS };
-        for (size_t i = 0; i < sizeof crash_signals / sizeof crash_signals[0]; i++)
-            signal(crash_signals[i], SIG_DFL);
-        alarm(20); /* a hang in the child ends it */
-        _exit(body());
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
-}
-
 typedef struct abandoned_waiter {
     weft_chan *probe;  /* one value from here first, so the waiter has run */
     weft_chan *target; /* then block on this one */
@@ -1455,8 +1409,9 @@ static void take_probe_then_select(void *arg)
  * abandoned by weft_shutdown. Releasing the channels afterwards is then
  * allowed, and must not report them as released while waited on. Each
  * failing step has its own exit status. */
-static int release_after_shutdown(void)
+static int release_after_shutdown(void *arg)
 {
+    (void)arg;
     weft_chan *probe = weft_chan_make(sizeof(long), 0);
     weft_chan *a = weft_chan_make(sizeof(long), 0);
     weft_chan *b = weft_chan_make(sizeof(long), 2);
@@ -1485,20 +1440,11 @@ static int release_after_shutdown(void)
 static void test_release_after_shutdown(void **state)
 {
     (void)state;
-    int status = run_in_child(release_after_shutdown);
+    int status = run_in_child(release_after_shutdown, NULL, NULL, 0);
     if (status != 0)
         print_message("child exited with status %d (above 128: killed by signal %d)\n",
                       status, status > 128 ? status - 128 : 0);
     assert_int_equal(status, 0);
-}
-
-/* Shut the runtime down after each test, so that a test which failed
- * with the runtime running does not make the next weft_init fail. */
-static int stop_runtime(void **state)
-{
-    (void)state;
-    weft_shutdown();
-    return 0;
 }
 
 int main(void)

@@ -23,22 +23,12 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
 
 /* Generous upper bound for any wait on this shared, noisy machine. */
 #define LATE WEFT_SEC(2)
 #define HOUR WEFT_SEC(3600)
-
-static bool wait_for_count(_Atomic int *counter, int want, int64_t timeout)
-{
-    int64_t deadline = weft_now() + timeout;
-    while (atomic_load(counter) < want) {
-        if (weft_now() > deadline)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
 
 static uint64_t next_random(uint64_t *state)
 {
@@ -1087,15 +1077,6 @@ static void test_concurrent_create_cancel_release(void **state)
     weft_ctx_release(s.root);
     assert_int_equal(weft_shutdown(), 0);
     assert_no_check_failures();
-}
-
-/* Shut the runtime down after each test, so that a test which failed
- * with the runtime running does not make the next weft_init fail. */
-static int stop_runtime(void **state)
-{
-    (void)state;
-    weft_shutdown();
-    return 0;
 }
 
 int main(void)

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
 
 /* Generous upper bound for any wait on this shared, noisy machine. */
@@ -28,17 +29,6 @@
 /* Errors of the tasks below: any value that no weft call returns. */
 #define FIRST_ERROR (-1001)
 #define LATER_ERROR (-2000)
-
-static bool wait_for_count(_Atomic int *counter, int want, int64_t timeout)
-{
-    int64_t deadline = weft_now() + timeout;
-    while (atomic_load(counter) < want) {
-        if (weft_now() > deadline)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
 
 /* Blocks on ctx's done channel for at most LATE; returns false when it
  * did not close in time. */
@@ -597,15 +587,6 @@ static void test_go_invalid(void **state)
     assert_int_equal(weft_group_wait(g), 0);
     weft_group_release(g);
     assert_int_equal(weft_shutdown(), 0);
-}
-
-/* Shut the runtime down after each test, so that a test which failed
- * with the runtime running does not make the next weft_init fail. */
-static int stop_runtime(void **state)
-{
-    (void)state;
-    weft_shutdown();
-    return 0;
 }
 
 int main(void)

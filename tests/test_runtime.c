@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
 
 static void noop(void *arg)
@@ -92,27 +93,6 @@ static void test_config_maxprocs(void **state)
     assert_int_equal(weft_maxprocs(), 3);
     assert_int_equal(weft_shutdown(), 0);
     unsetenv("WEFT_MAXPROCS");
-}
-
-/* Read fd to its end, keeping the first len - 1 bytes as a string in buf.
- * Reading on past a full buffer keeps a chatty child (a sanitizer report)
- * from dying of SIGPIPE. */
-static void read_all(int fd, char *buf, size_t len)
-{
-    size_t got = 0;
-    char sink[512];
-    ssize_t r;
-    for (;;) {
-        if (got + 1 < len)
-            r = read(fd, buf + got, len - 1 - got);
-        else
-            r = read(fd, sink, sizeof sink);
-        if (r <= 0)
-            break;
-        if (got + 1 < len)
-            got += (size_t)r;
-    }
-    buf[got] = '\0';
 }
 
 /* Run weft_init with WEFT_MAXPROCS=value in a child; return the child's

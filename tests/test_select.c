@@ -15,28 +15,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
-
-static bool wait_for_count(_Atomic int *counter, int want, int64_t timeout)
-{
-    int64_t deadline = weft_now() + timeout;
-    while (atomic_load(counter) < want) {
-        if (weft_now() > deadline)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
-
-static bool all_bytes_equal(const void *p, size_t n, unsigned char value)
-{
-    const unsigned char *bytes = p;
-    for (size_t i = 0; i < n; i++) {
-        if (bytes[i] != value)
-            return false;
-    }
-    return true;
-}
 
 static weft_chan *make_closed(size_t elem_size)
 {
@@ -1225,30 +1205,6 @@ static void test_select_from_plain_thread(void **state)
 
 /* ---- releasing a channel right after waking a select ---------------- */
 
-/* Run body(arg) in a child process, so that a crash there fails one test
- * instead of ending the program. Returns the child's exit status, or 128
- * plus the signal that ended it. */
-static int run_in_child(int (*body)(int), int arg)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* cmocka's handlers would report a crash here as a failure of this
-         * test and run the remaining tests in the child too. */
-        int crash_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS };
-        for (size_t i = 0; i < sizeof crash_signals / sizeof crash_signals[0]; i++)
-            signal(crash_signals[i], SIG_DFL);
-        alarm(20); /* a hang in the child ends it */
-        _exit(body(arg));
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
-}
-
 typedef enum wake_mode {
     WAKE_ONE_CASE_BY_SEND,
     WAKE_TWO_CASES_BY_SEND, /* both cases on the released channel */
@@ -1304,8 +1260,9 @@ static int wake_selects_and_release(void *arg)
 }
 
 /* Child: run the rounds above. Exits 0 on success. */
-static int release_after_waking_select(int mode)
+static int release_after_waking_select(void *arg)
 {
+    int mode = (int)(intptr_t)arg;
     weft_config cfg = { .maxprocs = 1 };
     wake_mode m = (wake_mode)mode;
     int result = weft_main_config(&cfg, wake_selects_and_release, &m);
@@ -1324,22 +1281,13 @@ static void test_release_right_after_waking_select(void **state)
     };
     int failed = 0;
     for (int mode = 0; mode < WAKE_MODES; mode++) {
-        int status = run_in_child(release_after_waking_select, mode);
+        int status = run_in_child(release_after_waking_select, (void *)(intptr_t)mode, NULL, 0);
         if (status != 0) {
             print_message("select %s: child exited with status %d\n", names[mode], status);
             failed++;
         }
     }
     assert_int_equal(failed, 0);
-}
-
-/* Shut the runtime down after each test, so that a test which failed
- * with the runtime running does not make the next weft_init fail. */
-static int stop_runtime(void **state)
-{
-    (void)state;
-    weft_shutdown();
-    return 0;
 }
 
 int main(void)

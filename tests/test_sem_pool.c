@@ -33,21 +33,11 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
 
 /* Generous upper bound for any wait on this shared, noisy machine. */
 #define LATE WEFT_SEC(2)
-
-static bool wait_for_count(_Atomic int *counter, int want, int64_t timeout)
-{
-    int64_t deadline = weft_now() + timeout;
-    while (atomic_load(counter) < want) {
-        if (weft_now() > deadline)
-            return false;
-        weft_yield();
-    }
-    return true;
-}
 
 static uint64_t next_random(uint64_t *state)
 {
@@ -605,59 +595,6 @@ static void test_sem_waiters_after_shutdown(void **state)
     weft_sem_release(&s, 2);
 }
 
-/* ---- semaphore: fatal misuse ---------------------------------------- */
-
-static void read_all(int fd, char *buf, size_t len)
-{
-    size_t got = 0;
-    char sink[512];
-    for (;;) {
-        ssize_t r;
-        if (got + 1 < len)
-            r = read(fd, buf + got, len - 1 - got);
-        else
-            r = read(fd, sink, sizeof sink);
-        if (r <= 0)
-            break;
-        if (got + 1 < len)
-            got += (size_t)r;
-    }
-    buf[got] = '\0';
-}
-
-/* Run body in a child process with its stderr captured in buf, so that
- * an abort there fails one test instead of ending the program. Returns the
- * child's exit status, or 128 plus the signal that ended it. */
-static int run_in_child(void (*body)(void), char *buf, size_t len)
-{
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* cmocka's handlers would report a crash here as a failure of this
-         * test and run the remaining tests in the child too. */
-        int crash_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS };
-        for (size_t i = 0; i < sizeof crash_signals / sizeof crash_signals[0]; i++)
-            signal(crash_signals[i], SIG_DFL);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        alarm(20); /* a hang in the child ends it */
-        body();
-        _exit(0);
-    }
-    close(fds[1]);
-    read_all(fds[0], buf, len);
-    close(fds[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
-}
-
 static void release_more_than_held(void)
 {
     if (weft_init(NULL) != 0)
@@ -701,7 +638,7 @@ static void test_sem_release_more_than_held_fatal(void **state)
     void (*bodies[])(void) = { release_more_than_held, release_unheld, release_negative, release_null };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
         char err[2048];
-        int status = run_in_child(bodies[i], err, sizeof err);
+        int status = run_void_in_child(bodies[i], err, sizeof err);
         print_message("child status %d, stderr: %s", status, err);
         assert_int_equal(status, 128 + SIGABRT);
         assert_non_null(strstr(err, "weft: fatal:"));
@@ -1233,15 +1170,6 @@ static void test_pool_shutdown_frees_cached(void **state)
         assert_int_equal(atomic_load(&held[i]->state), OBJ_FREED);
     registry_destroy();
     assert_no_check_failures();
-}
-
-/* Shut the runtime down after each test, so that a test which failed
- * with the runtime running does not make the next weft_init fail. */
-static int stop_runtime(void **state)
-{
-    (void)state;
-    weft_shutdown();
-    return 0;
 }
 
 int main(void)

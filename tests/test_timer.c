@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "weft.h"
 
 /* Generous upper bound for any wait on this shared, noisy machine. */
@@ -628,15 +629,6 @@ static void test_timers_from_plain_threads(void **state)
         assert_int_equal(bad[i], 0);
     }
     assert_int_equal(weft_shutdown(), 0);
-}
-
-/* Shut the runtime down after each test, so that a test which failed
- * with the runtime running does not make the next weft_init fail. */
-static int stop_runtime(void **state)
-{
-    (void)state;
-    weft_shutdown();
-    return 0;
 }
 
 int main(void)
