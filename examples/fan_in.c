@@ -64,9 +64,9 @@ static void forward(void *arg)
     while (weft_chan_recv(f->in, &m) == 0) {
         int err = weft_chan_send(f->m->out, &m);
         if (err != 0) {
-            /* Only the closer closes out, and only after every forwarder
-             * has finished sending, so this send cannot fail. Main would
-             * notice the missing values anyway. */
+            /* Only the closer closes out, after every forwarder has
+             * finished sending, so a failed send is a bug here. Main would
+             * also notice the missing values. */
             fprintf(stderr, "fan_in: forwarding failed: %s\n", weft_strerror(err));
             break;
         }

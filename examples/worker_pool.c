@@ -55,7 +55,7 @@ static void feed(void *arg)
     for (uint32_t job = 1; job <= p->njobs; job++) {
         int err = weft_chan_send(p->jobs, &job);
         if (err != 0) {
-            /* Only this coroutine closes jobs, so this send cannot fail. */
+            /* Only this coroutine closes jobs, so a failed send is a bug here. */
             fprintf(stderr, "worker_pool: sending job %" PRIu32 " failed: %s\n",
                     job, weft_strerror(err));
             break;

@@ -1,9 +1,9 @@
 /*
- * Helpers shared by the test programs of channels, timers, sync types and
- * contexts: a teardown that stops the runtime, a bounded wait on a
- * counter, a byte-pattern check, and running code in a child process
- * whose exit status and stderr the test then checks (for fatal misuse,
- * and for crashes that must fail one test rather than the whole program).
+ * Helpers shared by the test programs: a teardown that stops the runtime,
+ * a bounded wait on a counter, a byte-pattern check, and a runner for code
+ * in a child process. The test then checks the child's exit status and
+ * stderr, which is how fatal misuse and crashes fail one test rather than
+ * the whole program.
  *
  * Everything here is static inline, so a program that uses only part of it
  * gets no unused-function warnings.

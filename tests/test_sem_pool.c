@@ -7,7 +7,7 @@
  * - FIFO order: a large request at the head is not bypassed by small ones,
  *   and try_acquire fails while waiters are queued;
  * - acquire with a context that times out or is already ended fails and
- *   holds nothing, and a cancelled head waiter lets smaller ones behind it
+ *   keeps no weight, and a cancelled head waiter lets smaller ones behind it
  *   in;
  * - plain threads wait too, also behind coroutines abandoned by a
  *   shutdown, and releasing more than held is fatal.
@@ -404,7 +404,7 @@ static void test_sem_fifo_threads_and_coroutines(void **state)
 /* ---- semaphore: contexts -------------------------------------------- */
 
 /* An acquire that times out returns WEFT_ETIMEDOUT near the deadline and
- * holds nothing: once the holder releases, the full size is free. */
+ * keeps no weight: once the holder releases, the full size is free. */
 static void test_sem_acquire_timeout(void **state)
 {
     (void)state;

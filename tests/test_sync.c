@@ -162,7 +162,7 @@ static void test_mutex_try_lock(void **state)
     weft_mutex_lock(&mu);
     assert_false(weft_mutex_try_lock(&mu));
 
-    /* Another coroutine fails too while this thread holds it. */
+    /* Another coroutine fails too while this thread has it locked. */
     try_lock_probe p = { .mu = &mu, .result = -1 };
     assert_int_equal(weft_go(try_lock_once, &p), 0);
     for (int64_t deadline = weft_now() + LATE; atomic_load(&p.result) < 0 && weft_now() < deadline;)
@@ -246,7 +246,7 @@ static void test_mutex_without_runtime(void **state)
 typedef struct starvation {
     weft_mutex mu;
     int64_t hold;           /* how long a hammer holds the lock */
-    bool yield_between;     /* whether a hammer yields between holds */
+    bool yield_between;     /* whether a hammer yields between two locks */
     _Atomic int stop;
     _Atomic int hammers_started;
     long acquisitions;      /* guarded by mu */

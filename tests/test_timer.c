@@ -441,8 +441,8 @@ static void test_stop_and_reset_racing_fire(void **state)
 }
 
 /* A fire of an earlier setting may still be on its way when reset
- * returns; it is dropped, and must not make a later stop report a fire
- * pending after the new setting's value was received. */
+ * returns. It is dropped, so a stop after the new setting's value was
+ * received must report nothing pending. */
 static void test_stop_after_reset_and_receive(void **state)
 {
     (void)state;

@@ -44,7 +44,7 @@ void weft_ctx_cancel(weft_ctx *ctx);
  * `defer cancel()`. */
 void weft_ctx_release(weft_ctx *ctx);
 /* Closed when the context ends; NULL (never ready) for background and
- * todo. elem_size 0, borrowed: valid while the caller holds ctx. Made on
+ * todo. elem_size 0, borrowed: valid while the caller has a reference to ctx. Made on
  * first use; running out of memory then is fatal. */
 weft_chan *weft_ctx_done(weft_ctx *ctx);
 int weft_ctx_err(weft_ctx *ctx);   /* 0, WEFT_ECANCELED or WEFT_ETIMEDOUT */

@@ -1,9 +1,9 @@
 /*
  * weft/pool.h: a cache of reusable objects (Go's sync.Pool), with a cache
  * per P so get and put take no lock on the fast path. Ready to use when
- * zero-initialised (then get returns NULL when empty); weft_pool_init sets
- * the function that makes a new object for an empty get and the one that
- * frees the objects the pool drops when it trims its caches, and all of
+ * zero-initialised, and then get returns NULL when empty. weft_pool_init
+ * sets new_fn, which makes an object for an empty get, and free_fn, which
+ * frees the objects the pool drops when it trims its caches and all of
  * them when the runtime shuts down.
  *
  * Rules:

@@ -31,7 +31,7 @@ int weft_sem_init(weft_sem *s, int64_t n);                    /* 0, WEFT_EINVAL 
 /* 0, or the context's error (checked first: an ended context fails even
  * when the weight is free); WEFT_EINVAL if s is NULL, w < 0 or w > n (a
  * zeroed weft_sem acts as size 0). When a grant and a cancellation race,
- * a 0 result holds the weight, an error holds none. */
+ * a 0 result keeps the weight, an error keeps none. */
 int weft_sem_acquire(weft_ctx *ctx, weft_sem *s, int64_t w);
 bool weft_sem_try_acquire(weft_sem *s, int64_t w);             /* false while waiters are queued */
 /* Releasing more than is held, a negative weight or a NULL semaphore is

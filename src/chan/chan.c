@@ -28,12 +28,13 @@
  * Select (Go's selectgo):
  *  1. Choose a random poll order (Fisher-Yates) and a lock order (by
  *     channel address, each channel once).
- *  2. In poll order look for a case that can proceed at once: a recv
- *     with a waiting sender, buffered data or a closed channel; a send to
- *     a closed channel, a waiting receiver or buffer room. Run the first
- *     found and return its index. This pass locks one channel at a time;
- *     if it finds nothing, the same pass is repeated with every channel
- *     locked, so that no case can become ready unseen before step 3.
+ *  2. In poll order look for a case that can proceed at once. A recv
+ *     proceeds with a waiting sender, buffered data or a closed channel.
+ *     A send proceeds with a closed channel, a waiting receiver or buffer
+ *     room. Run the first found and return its index. This pass locks one
+ *     channel at a time. If it finds nothing, the same pass is repeated
+ *     with every channel locked, so no case can become ready unseen before
+ *     step 3.
  *  3. Otherwise (when blocking) enqueue one waiter per case on its channel,
  *     all pointing at one select record with a claim word, and park; the
  *     channels are unlocked only after the switch.

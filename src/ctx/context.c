@@ -22,8 +22,8 @@
  * and drops the lock. Only then does it close the channel, wake the
  * watchers and stop the timer. The taken children go onto the worklist
  * with the same error, because a child ended by its parent reports the
- * parent's error. A context found already ended is skipped: whoever ended
- * it also took its children.
+ * parent's error. A context found already ended is skipped, because the
+ * canceller that ended it also took its children.
  *
  * References. Each heap context starts with one reference for its owner,
  * and holds one on its parent for its whole life. A deadline timer holds
@@ -220,7 +220,7 @@ static void wake_watchers(watcher *list, ready_batch *b)
 
 /* End c with err unless it has ended already. Its children are pushed on
  * *work, each with a reference the caller drops after ending it.
- * may_touch_coroutines: the caller runs on a P or holds the runtime's
+ * may_touch_coroutines: the caller runs on a P or is inside the runtime's
  * entry gate, so coroutine stacks stay mapped. */
 static void end_one(cancel_ctx *c, int err, cancel_ctx **work, bool may_touch_coroutines)
 {
@@ -231,7 +231,7 @@ static void end_one(cancel_ctx *c, int err, cancel_ctx **work, bool may_touch_co
     }
     /* err is published first, so a receiver woken by the done channel
      * reads it. The channel closes under the same lock, and weft_ctx_err
-     * takes the lock once it sees an error, so whoever reads an error
+     * takes the lock once it sees an error, so a caller that reads an error
      * finds done already closed, as in Go. Closing readies the channel's
      * receivers under this lock; readying takes only run-queue locks. */
     atomic_store_explicit(&c->err, err, memory_order_release);
@@ -276,7 +276,7 @@ static void end_one(cancel_ctx *c, int err, cancel_ctx **work, bool may_touch_co
     batch_flush(&b);
     if (timer) {
         /* A stopped timer never runs its function, so its reference is
-         * dropped here. Someone else holds one too, so c stays. A timer
+         * dropped here. Another reference exists too, so c stays. A timer
          * that shutdown dropped unfired also stops with true. */
         if (weft_timer_stop(timer))
             ctx_unref(&c->base);
@@ -485,7 +485,7 @@ weft_chan *weft_ctx_done(weft_ctx *ctx)
         done = weft_chan_make(0, 0);
         if (!done)
             weft__fatal("out of memory making a context's done channel");
-        /* New, so nobody waits on it and closing readies no one. */
+        /* New, so no receiver waits on it yet and closing readies none. */
         if (atomic_load_explicit(&c->err, memory_order_relaxed) != 0)
             weft_chan_close(done);
         atomic_store_explicit(&c->done, done, memory_order_release);

@@ -8,7 +8,7 @@
  * that succeeded. When ctx ends first, the context moves *claim to
  * WEFT__CLAIM_TIMEOUT and readies the parker itself. The registration with
  * ctx happens inside the unlock step (after the switch, while the caller's
- * locks still hide the parker from wakers), so nobody can ready the parker
+ * locks still hide the parker from wakers), so no waker can ready the parker
  * before it has parked. unlock must return true. Returns 0 when a waker
  * won, or weft_ctx_err(ctx) when the context won; then the caller removes
  * its own waiter record from its wait list (it was not woken by a waker).

@@ -18,7 +18,7 @@
  * g->lock guards the limit channel and the count of tasks started and not
  * finished, so set_limit can refuse while any run and never swaps a
  * channel someone is using. It is a leaf lock: nothing else is taken, and
- * nobody blocks, while it is held.
+ * no caller blocks, while it is held.
  */
 #include <stdatomic.h>
 #include <stdint.h>

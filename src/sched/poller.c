@@ -56,7 +56,7 @@ static void rearm(int64_t head)
 {
     /* Publish, then read the head again (both seq_cst). An inserter loads
      * backstop_at after storing its head, so either it saw this value and
-     * kicks if it is too late, or the second read here sees its entry. */
+     * kicks if it is too late, or the second read here finds its entry. */
     atomic_store(&backstop_at, backstop_for(head));
     int64_t again = weft__timers_next();
     if (again > 0 && (head == 0 || again < head)) {

@@ -20,8 +20,8 @@
  * parking G's locks are dropped), and when an idle P's sleep reaches the
  * earliest deadline. A new earliest deadline wakes an idle P
  * (weft__timers_changed), so some sleeping P always sleeps until it. The
- * same seq_cst pairing as below covers it: the inserter stores the heap's
- * head and then loads npidle and nmspinning; a P going idle publishes
+ * same seq_cst pairing as below covers it. The inserter stores the heap's
+ * head and then loads npidle and nmspinning. A P going idle publishes
  * itself and then loads the head. The loop thread is only a backstop, for
  * when every P runs a coroutine that does not yield.
  *

@@ -359,8 +359,8 @@ void weft__timers_term(void)
         if (!e)
             continue;
         e->index = NOT_IN_HEAP;
-        /* A later stop reports the fire as prevented, which tells the
-         * owner of a function timer that fn will never run. */
+        /* A later stop then returns true, and the owner of a function
+         * timer can rely on fn never running. */
         if (e->kind == ENTRY_TIMER)
             ((weft_timer *)e)->dropped = true;
     }
@@ -410,13 +410,14 @@ typedef struct timed_park {
     wait_entry *w;
 } timed_park;
 
-/* Runs after the coroutine has switched away, while the caller's locks
- * still hide it from wakers: the entry goes in first, so it is in the heap
- * before anyone can ready the coroutine, and the coroutine removes it
- * itself after it wakes. Once the entry is in, the deadline may fire and
- * resume the coroutine on another P, which reuses the stack holding *tp:
- * so everything needed afterwards is copied out first. The caller's locks
- * (and the data they guard) stay valid until inner has released them. */
+/* Insert the deadline entry, then run the caller's unlock step. This runs
+ * after the coroutine has switched away, while the caller's locks still
+ * hide it from wakers, so the entry is in the heap before anyone can ready
+ * the coroutine. The coroutine removes the entry itself after it wakes.
+ * Once the entry is in, the deadline may fire and resume the coroutine on
+ * another P, which reuses the stack that contains *tp. So everything
+ * needed afterwards is copied out first. The caller's locks, and the data
+ * they guard, stay valid until inner has released them. */
 static bool timed_unlock(void *arg)
 {
     timed_park *tp = arg;
