@@ -34,6 +34,8 @@
 
 struct weft_group {
     weft_ctx *ctx;
+    /* NOTE: waits here show the wait group's and the limit channel's
+     * wait reasons, not Go's "errgroup wait". */
     weft_wg wg;
     _Atomic int err;            /* first non-zero result */
     _Atomic uint32_t lock;

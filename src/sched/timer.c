@@ -105,6 +105,9 @@ static inline entry *node_entry(node n)
     return (n.ref & NODE_SLEEP) ? NULL : (entry *)n.ref;
 }
 
+/* NOTE: one lock for every timer and sleep in the process. Under heavy
+ * sleep traffic it is the main source of futex calls; per-P heaps would
+ * remove that. */
 static _Atomic uint32_t heap_lock;
 static node *heap;             /* guarded by heap_lock */
 static size_t heap_len;
