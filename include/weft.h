@@ -12,6 +12,7 @@
 #include "weft/context.h"
 #include "weft/group.h"
 #include "weft/atomic.h"
+#include "weft/io.h"
 
 #define WEFT_VERSION_MAJOR 0
 #define WEFT_VERSION_MINOR 1

@@ -14,6 +14,11 @@
  * Default maxprocs: the CPUs in this thread's affinity mask, lowered to the
  * cgroup v2 quota (cpu.max, rounded up) when one is set.
  *
+ * SIGPIPE: weft_init sets it to be ignored when its action is the default
+ * one (which would kill the process), so a write to a closed pipe or
+ * socket returns EPIPE. Sockets are also written with MSG_NOSIGNAL. A
+ * handler the program installed is left alone.
+ *
  * Start and stop are serialised by life_lock; the runtime is either fully
  * running or fully stopped whenever life_lock is free.
  */
@@ -23,11 +28,13 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "io/netpoll.h"
 #include "sched/sched.h"
 #include "sync/pool_internal.h"
 #include "weft.h"
@@ -169,6 +176,19 @@ static size_t env_stack_size(size_t fallback)
 /* Read the WEFT_DEBUG switches this file acts on. The variable is a
  * comma-separated list of name=value pairs, like Go's GODEBUG; names it
  * does not know are ignored, as GODEBUG ignores them. */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
+        old.sa_handler == SIG_DFL) {
+        struct sigaction ign;
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigemptyset(&ign.sa_mask);
+        sigaction(SIGPIPE, &ign, NULL);
+    }
+}
+
 static bool debug_guard_mprotect(void)
 {
     const char *s = getenv("WEFT_DEBUG");
@@ -215,8 +235,16 @@ int weft_init(const weft_config *cfg)
         pthread_mutex_unlock(&life_lock);
         return WEFT_EINVAL;
     }
-    int err = weft__sched_init(maxprocs, stack_size, debug_guard_mprotect());
+    ignore_sigpipe();
+    /* The network poller first: the Ps poll it as soon as they start. */
+    int err = weft__netpoll_init();
     if (err) {
+        pthread_mutex_unlock(&life_lock);
+        return err == WEFT_ENOMEM || err == -EMFILE || err == -ENFILE ? WEFT_ENOMEM : err;
+    }
+    err = weft__sched_init(maxprocs, stack_size, debug_guard_mprotect());
+    if (err) {
+        weft__netpoll_term();
         pthread_mutex_unlock(&life_lock);
         return err;
     }
@@ -224,6 +252,7 @@ int weft_init(const weft_config *cfg)
     if (err) {
         weft__sched_stop();
         weft__sched_term();
+        weft__netpoll_term();
         pthread_mutex_unlock(&life_lock);
         return err < 0 && err != WEFT_ENOMEM ? WEFT_ENOMEM : err;
     }
@@ -247,6 +276,7 @@ int weft_shutdown(void)
     weft__gate_close();
     weft__sched_stop();
     weft__poller_term();
+    weft__netpoll_term();
     /* No P or loop thread runs now, so the pools' per-P caches can be
      * emptied; free_fn runs on this thread. */
     weft__pool_shutdown();

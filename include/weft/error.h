@@ -4,7 +4,8 @@
  * Functions that can fail return 0 on success or a negative code. The codes
  * that have an errno counterpart equal its negative value, so I/O calls can
  * pass system and libuv errors through unchanged. WEFT_ECLOSED is weft's own
- * value, chosen far below every errno and libuv code.
+ * value, chosen far below every errno and libuv code. WEFT_ENONAME equals
+ * libuv's UV_EAI_NONAME, which name resolution passes through.
  */
 #ifndef WEFT_ERROR_H
 #define WEFT_ERROR_H
@@ -22,7 +23,8 @@ extern "C" {
     X(ECANCELED, (-ECANCELED), "context canceled")                            \
     X(ETIMEDOUT, (-ETIMEDOUT), "deadline exceeded")                           \
     X(ENOMEM, (-ENOMEM), "out of memory or address space")                    \
-    X(EINVAL, (-EINVAL), "invalid argument")
+    X(EINVAL, (-EINVAL), "invalid argument")                                  \
+    X(ENONAME, (-3008), "host name not found")
 
 enum {
 #define WEFT__ERR_ENUM(name, value, text) WEFT_##name = value,

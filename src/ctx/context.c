@@ -121,6 +121,8 @@ struct cancel_ctx {
     uint32_t watch_generation;  /* runtime of the coroutine watchers */
     weft_timer *timer;          /* guarded by lock */
     _Atomic(weft_chan *) done;  /* made on first request, under lock */
+    void (*on_release)(void *); /* fixed; see weft__ctx_with_release_hook */
+    void *release_arg;
 };
 
 static weft_ctx background_ctx = { .kind = KIND_EMPTY };
@@ -376,6 +378,16 @@ weft_ctx *weft_ctx_with_cancel(weft_ctx *parent)
     return c ? &c->base : NULL;
 }
 
+weft_ctx *weft__ctx_with_release_hook(weft_ctx *parent, void (*fn)(void *), void *arg)
+{
+    cancel_ctx *c = cancel_new(parent, false, 0);
+    if (!c)
+        return NULL;
+    c->on_release = fn;
+    c->release_arg = arg;
+    return &c->base;
+}
+
 /* The deadline timer's function; it owns one reference to the context. */
 static void deadline_fire(void *arg)
 {
@@ -467,6 +479,11 @@ void weft_ctx_release(weft_ctx *ctx)
 {
     if (!ctx || ctx->kind == KIND_EMPTY)
         return;
+    if (ctx->kind == KIND_CANCEL) {
+        cancel_ctx *c = (cancel_ctx *)ctx;
+        if (c->on_release)
+            c->on_release(c->release_arg);
+    }
     weft_ctx_cancel(ctx);
     ctx_unref(ctx);
 }

@@ -25,6 +25,10 @@
 #include "../sched/sched.h"
 #include "weft/context.h"
 
+/* weft_ctx_with_cancel whose weft_ctx_release first calls fn(arg), with
+ * no lock held, before it cancels. fn may still cancel the context. */
+weft_ctx *weft__ctx_with_release_hook(weft_ctx *parent, void (*fn)(void *), void *arg);
+
 int weft__park_ctx(weft__unlock_fn unlock, void *arg, int reason,
                    weft_ctx *ctx, _Atomic uint32_t *claim);
 

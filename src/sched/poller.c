@@ -1,5 +1,7 @@
 /*
- * Poller: the runtime's libuv loop thread, which serves the timer heap.
+ * Poller: the runtime's libuv loop thread, which serves the timer heap's
+ * backstop, the requests of io/loop.c (name resolution, file operations)
+ * and the signal watcher of io/signal.c.
  *
  * The loop runs on a thread of its own from weft_init to weft_shutdown.
  * Other threads reach it only through uv_async_send (libuv's one
@@ -16,8 +18,12 @@
  * keep up, the loop thread wakes about once per BACKSTOP_NS at most, so it
  * rarely takes a CPU from them.
  *
- * Callers: weft__poller_backstop from any thread; the rest from the loop
- * thread or from weft_init/weft_shutdown.
+ * Requests: the kick async also drains io/loop.c's request queue. When
+ * the loop stops it drains the queue once more, failing what is left, and
+ * uv_run returns once libuv has finished every request already started.
+ *
+ * Callers: weft__poller_backstop and weft__poller_kick from any thread;
+ * the rest from the loop thread or from weft_init/weft_shutdown.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +35,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "../io/io_internal.h"
 #include "lock.h"
 #include "sched.h"
 
@@ -93,10 +100,13 @@ static void on_kick(uv_async_t *h)
 {
     (void)h;
     if (atomic_load(&loop_stop)) {
+        weft__loop_run_requests(&loop, true);
+        weft__signal_loop_close();
         uv_close((uv_handle_t *)&kick, NULL);
         uv_close((uv_handle_t *)&timer_poll, NULL);
         return;
     }
+    weft__loop_run_requests(&loop, false);
     rearm(weft__timers_next());
 }
 
@@ -123,7 +133,8 @@ int weft__poller_init(void)
     }
     if ((err = uv_async_init(&loop, &kick, on_kick)) != 0 ||
         (err = uv_poll_init(&loop, &timer_poll, timer_fd)) != 0 ||
-        (err = uv_poll_start(&timer_poll, UV_READABLE, on_timer)) != 0) {
+        (err = uv_poll_start(&timer_poll, UV_READABLE, on_timer)) != 0 ||
+        (err = weft__signal_loop_init(&loop)) != 0) {
         /* Handles that were initialised must be closed before the loop. */
         uv_walk(&loop, (uv_walk_cb)(void (*)(void))uv_close, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -133,6 +144,7 @@ int weft__poller_init(void)
         return err;
     }
     if (pthread_create(&loop_thread, NULL, loop_main, NULL) != 0) {
+        weft__signal_loop_close();
         uv_close((uv_handle_t *)&kick, NULL);
         uv_close((uv_handle_t *)&timer_poll, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -155,6 +167,20 @@ void weft__poller_backstop(int64_t deadline)
         return;
     uv_async_send(&kick);
     weft__gate_leave();
+}
+
+uv_loop_t *weft__poller_loop(void)
+{
+    return &loop;
+}
+
+bool weft__poller_kick(void)
+{
+    if (!weft__gate_enter())
+        return false;
+    uv_async_send(&kick);
+    weft__gate_leave();
+    return true;
 }
 
 void weft__poller_term(void)

@@ -13,7 +13,20 @@
  *     and steal half of another P's queue, victims in random order, for up
  *     to SPIN_NS. runnext is stolen only after RUNNEXT_STEAL_NS of that.
  *  4. Go idle: see "Spinning" below, then sleep on the P's note, until the
- *     earliest timer's deadline when there is one.
+ *     earliest timer's deadline when there is one. While socket operations
+ *     wait, one idle P sleeps in the network poller instead.
+ *
+ * Network poller (io/netpoll.c). A P polls the sockets' epoll set without
+ * blocking when it runs out of local work and every GLOBAL_CHECK_ROUNDS
+ * rounds, unless another P is blocked in it. The coroutines that readiness
+ * woke go to the polling P's local queue, so they run on the CPU that saw
+ * the event. One idle P at a time (weft__netpoll_blocked) blocks in
+ * epoll_wait until the earliest timer. note_post interrupts it through
+ * the poller's eventfd instead of the futex: the P stores in_netpoll and
+ * then loads its note, the poster stores the note and then loads
+ * in_netpoll, both seq_cst. A plain thread that starts waiting for a
+ * socket wakes an idle P when none is blocked in the poller, so some P
+ * always watches the set while anything waits on it.
  *
  * Timers. Ps fire due timers themselves (timer.c): when they run out of
  * local work, every GLOBAL_CHECK_ROUNDS rounds (in post_switch, once the
@@ -200,6 +213,9 @@ static const char *const wait_reason_strings[WEFT__WAIT_COUNT] = {
     [WEFT__WAIT_COND] = "sync.Cond.Wait",
     [WEFT__WAIT_SEMACQUIRE] = "semacquire",
     [WEFT__WAIT_ONCE] = "sync.Once",
+    [WEFT__WAIT_IO] = "IO wait",
+    [WEFT__WAIT_BLOCKING] = "blocking call",
+    [WEFT__WAIT_ERRGROUP] = "errgroup wait",
 };
 
 const char *weft__wait_reason_string(int reason)
@@ -438,8 +454,13 @@ static weft__g *runq_steal(weft__p *p, weft__p *victim, bool take_next)
 
 static void note_post(weft__p *p)
 {
-    atomic_store_explicit(&p->note, 1, memory_order_release);
-    weft__futex_wake(&p->note, 1);
+    /* Both seq_cst: a P about to block in the poller stores in_netpoll
+     * and then loads note, so one of the two sides sees the other. */
+    atomic_store(&p->note, 1);
+    if (atomic_load(&p->in_netpoll))
+        weft__netpoll_break();
+    else
+        weft__futex_wake(&p->note, 1);
 }
 
 static void note_sleep(weft__p *p)
@@ -591,6 +612,47 @@ static bool run_due_timers(void)
     return true;
 }
 
+/* Poll the sockets without blocking, when operations wait and no P blocks
+ * in the poller (that one gets the events). The woken go to p's local
+ * queue. Returns true when some were woken. Owner of p. */
+static bool poll_network(void)
+{
+    if (atomic_load_explicit(&weft__netpoll_nwait, memory_order_relaxed) == 0 ||
+        atomic_load_explicit(&weft__netpoll_blocked, memory_order_relaxed) != 0)
+        return false;
+    weft__parker *woken[WEFT__NETPOLL_MAX];
+    int n = weft__netpoll(0, woken);
+    weft__ready_many(woken, (size_t)n);
+    return n > 0;
+}
+
+/* Block in the poller instead of the futex, until readiness, the timer
+ * deadline head (0: none) or a note. p is on the idle list. Returns false
+ * when p was not the one P allowed to block there, and true once it has
+ * come back to the top of find_runnable's loop's state: off the idle
+ * list, or with its note taken. */
+static bool idle_poll_network(weft__p *p, int64_t head)
+{
+    uint32_t zero = 0;
+    if (atomic_load(&weft__netpoll_nwait) == 0 ||
+        !atomic_compare_exchange_strong(&weft__netpoll_blocked, &zero, 1))
+        return false;
+    weft__parker *woken[WEFT__NETPOLL_MAX];
+    int n = 0;
+    atomic_store(&p->in_netpoll, 1);
+    if (atomic_load(&p->note) == 0)
+        n = weft__netpoll(head ? head : -1, woken);
+    atomic_store(&p->in_netpoll, 0);
+    atomic_store(&weft__netpoll_blocked, 0);
+
+    /* Leave the idle list before readying, so the wakeups that
+     * weft__ready_many may send go to other Ps, not to p itself. */
+    if (!idle_remove(p))
+        note_sleep(p);
+    weft__ready_many(woken, (size_t)n);
+    return true;
+}
+
 /* Take the next G from p's own queues or the global queue, without
  * stealing or sleeping. NULL when there is none or the runtime stops.
  * Owner only; runs on g0 or on the stack of a G that is switching away. */
@@ -638,6 +700,8 @@ top:
     /* Out of local work: serve timers that are due here, which saves the
      * loop thread's wakeup and the hand-off through the global queue. */
     if (run_due_timers() && (g = pick_local(p)))
+        return g;
+    if (poll_network() && (g = pick_local(p)))
         return g;
 
     /* Spin: limit spinners to half the busy Ps, as stealing from a P that
@@ -706,6 +770,8 @@ top:
     }
     /* Loaded after npidle was raised: see "Timers". */
     int64_t head = weft__timers_next();
+    if (idle_poll_network(p, head))
+        goto top;
     if (head == 0) {
         note_sleep(p);
     } else if (!note_sleep_until(p, head)) {
@@ -715,6 +781,12 @@ top:
             note_sleep(p);
     }
     goto top;
+}
+
+void weft__netpoll_wanted(void)
+{
+    if (atomic_load(&weft__netpoll_blocked) == 0)
+        wake_if_needed();
 }
 
 void weft__timers_changed(void)
@@ -898,6 +970,7 @@ static void post_switch(weft__p *p)
     if (p->timers_check) {
         p->timers_check = false;
         run_due_timers();
+        poll_network();
     }
 }
 

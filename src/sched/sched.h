@@ -61,6 +61,9 @@ typedef enum weft__wait_reason {
     WEFT__WAIT_COND,
     WEFT__WAIT_SEMACQUIRE,
     WEFT__WAIT_ONCE,
+    WEFT__WAIT_IO,
+    WEFT__WAIT_BLOCKING,
+    WEFT__WAIT_ERRGROUP,
     WEFT__WAIT_COUNT
 } weft__wait_reason;
 
@@ -156,6 +159,7 @@ typedef struct weft__p {
     struct weft__p *idle_next;
     bool idle;                   /* on the idle list; guarded by sched.lock */
     _Atomic uint32_t note;       /* 1 once woken */
+    _Atomic uint32_t in_netpoll; /* 1 while blocked in epoll_wait, not the futex */
 
     /* Statistics, written by the owner, read by anyone. */
     _Atomic int64_t st_spawned;
@@ -272,6 +276,24 @@ int64_t weft__timers_pending(void);
  * memory. */
 struct weft_timer *weft__timer_func_make(int64_t d, void (*fn)(void *arg),
                                          void *arg);
+
+/* Network poller (io/netpoll.c). */
+/* Operations waiting for socket readiness. */
+extern _Atomic int64_t weft__netpoll_nwait;
+/* 1 while a P blocks in the poller. */
+extern _Atomic uint32_t weft__netpoll_blocked;
+/* Most parkers one weft__netpoll call returns. */
+#define WEFT__NETPOLL_MAX 128
+/* Poll the sockets: without blocking when deadline is 0, without limit
+ * when it is negative, else until the deadline (weft_now clock) or until
+ * weft__netpoll_break. Stores the parkers that readiness woke in woken
+ * (room for WEFT__NETPOLL_MAX) for the caller to ready; returns how many. */
+int weft__netpoll(int64_t deadline, weft__parker **woken);
+/* Interrupt a P blocked in weft__netpoll. Any thread. */
+void weft__netpoll_break(void);
+/* A plain thread starts waiting for readiness: make sure some P polls.
+ * (sched.c) */
+void weft__netpoll_wanted(void);
 
 /* Print "weft: fatal: <message>" to stderr and abort. */
 _Noreturn void weft__fatal(const char *fmt, ...)

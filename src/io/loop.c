@@ -1,0 +1,96 @@
+/*
+ * Requests to the libuv loop thread: the queue, the wait and the
+ * completion (the protocol is in io_internal.h).
+ *
+ * The queue is a lock-free stack: any thread pushes with one CAS, and the
+ * loop thread takes the whole stack with one exchange and reverses it, so
+ * requests start in the order they were queued. The push happens between
+ * weft__gate_enter and weft__gate_leave, and weft_shutdown closes the gate
+ * before it stops the loop, so the loop's last drain (with stopping set)
+ * sees every request that was pushed.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+
+#include "../ctx/ctx_internal.h"
+#include "io_internal.h"
+#include "weft/error.h"
+
+static _Atomic(weft__io_req *) queue;
+
+_Atomic int64_t weft__io_pending;
+
+void weft__io_req_init(weft__io_req *r, void (*run)(weft__io_req *, uv_loop_t *),
+                       void (*destroy)(weft__io_req *))
+{
+    r->next = NULL;
+    r->run = run;
+    r->destroy = destroy;
+    r->parker = weft__parker_self();
+    atomic_init(&r->claim, WEFT__CLAIM_OPEN);
+    atomic_init(&r->refs, 2);
+    r->result = 0;
+}
+
+void weft__io_req_unref(weft__io_req *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) == 1)
+        r->destroy(r);
+}
+
+void weft__io_complete(weft__io_req *r)
+{
+    atomic_fetch_sub(&weft__io_pending, 1);
+    uint32_t open = WEFT__CLAIM_OPEN;
+    if (atomic_compare_exchange_strong(&r->claim, &open, WEFT__CLAIM_WAKER))
+        weft__ready(r->parker);
+    weft__io_req_unref(r);
+}
+
+/* The park's unlock step: queue r and kick the loop. When the runtime is
+ * stopping the request completes here with WEFT_EINVAL. */
+static bool submit_unlock(void *arg)
+{
+    weft__io_req *r = arg;
+    atomic_fetch_add(&weft__io_pending, 1);
+    if (!weft__gate_enter()) {
+        r->result = WEFT_EINVAL;
+        weft__io_complete(r);
+        return true;
+    }
+    weft__io_req *head = atomic_load(&queue);
+    do {
+        r->next = head;
+    } while (!atomic_compare_exchange_weak(&queue, &head, r));
+    weft__poller_kick();
+    weft__gate_leave();
+    return true;
+}
+
+int weft__io_wait(weft_ctx *ctx, weft__io_req *r, int reason)
+{
+    return weft__park_ctx(submit_unlock, r, reason, ctx, &r->claim);
+}
+
+void weft__loop_run_requests(uv_loop_t *loop, bool stopping)
+{
+    weft__io_req *r = atomic_exchange(&queue, NULL);
+    weft__io_req *ordered = NULL;
+    while (r) {
+        weft__io_req *next = r->next;
+        r->next = ordered;
+        ordered = r;
+        r = next;
+    }
+    while (ordered) {
+        r = ordered;
+        ordered = r->next;
+        r->next = NULL;
+        if (stopping) {
+            r->result = WEFT_EINVAL;
+            weft__io_complete(r);
+        } else {
+            r->run(r, loop);
+        }
+    }
+}
