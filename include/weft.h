@@ -13,6 +13,7 @@
 #include "weft/group.h"
 #include "weft/atomic.h"
 #include "weft/io.h"
+#include "weft/debug.h"
 
 #define WEFT_VERSION_MAJOR 0
 #define WEFT_VERSION_MINOR 1

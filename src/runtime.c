@@ -10,6 +10,10 @@
  *
  * WEFT_DEBUG=guard=mprotect makes stack guards with mprotect even on
  * kernels with MADV_GUARD_INSTALL, so the fallback stays tested.
+ * WEFT_DEBUG=deadlock=0 turns the deadlock detector off, and
+ * WEFT_DEBUG=dump=sigquit makes SIGQUIT print a dump and exit with status 2.
+ * WEFT_DEBUG=netpoll=loop makes the libuv loop thread poll the sockets
+ * instead of the Ps, the design the benchmarks compare against.
  *
  * Default maxprocs: the CPUs in this thread's affinity mask, lowered to the
  * cgroup v2 quota (cpu.max, rounded up) when one is set.
@@ -34,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "io/io_internal.h"
 #include "io/netpoll.h"
 #include "sched/sched.h"
 #include "sync/pool_internal.h"
@@ -189,12 +194,12 @@ static void ignore_sigpipe(void)
     }
 }
 
-static bool debug_guard_mprotect(void)
+/* True when WEFT_DEBUG lists the switch key (for example "guard=mprotect"). */
+static bool debug_switch(const char *key)
 {
     const char *s = getenv("WEFT_DEBUG");
     if (!s)
         return false;
-    const char *key = "guard=mprotect";
     size_t len = strlen(key);
     while (*s) {
         size_t item = strcspn(s, ",");
@@ -237,17 +242,19 @@ int weft_init(const weft_config *cfg)
     }
     ignore_sigpipe();
     /* The network poller first: the Ps poll it as soon as they start. */
-    int err = weft__netpoll_init();
+    int err = weft__netpoll_init(debug_switch("netpoll=loop"));
     if (err) {
         pthread_mutex_unlock(&life_lock);
         return err == WEFT_ENOMEM || err == -EMFILE || err == -ENFILE ? WEFT_ENOMEM : err;
     }
-    err = weft__sched_init(maxprocs, stack_size, debug_guard_mprotect());
+    err = weft__sched_init(maxprocs, stack_size, debug_switch("guard=mprotect"));
     if (err) {
         weft__netpoll_term();
         pthread_mutex_unlock(&life_lock);
         return err;
     }
+    atomic_store(&weft__rt.outside_used, false);
+    atomic_store(&weft__rt.detect_deadlock, !debug_switch("deadlock=0"));
     err = weft__poller_init();
     if (err) {
         weft__sched_stop();
@@ -256,6 +263,7 @@ int weft_init(const weft_config *cfg)
         pthread_mutex_unlock(&life_lock);
         return err < 0 && err != WEFT_ENOMEM ? WEFT_ENOMEM : err;
     }
+    weft__signal_quit_dump(debug_switch("dump=sigquit"));
     weft__gate_open();
     pthread_mutex_unlock(&life_lock);
     return 0;
@@ -277,6 +285,7 @@ int weft_shutdown(void)
     weft__sched_stop();
     weft__poller_term();
     weft__netpoll_term();
+    weft__signal_quit_dump(false);
     /* No P or loop thread runs now, so the pools' per-P caches can be
      * emptied; free_fn runs on this thread. */
     weft__pool_shutdown();
@@ -308,15 +317,21 @@ int weft_main_config(const weft_config *cfg, int (*main_fn)(void *), void *arg)
     int err = weft_init(cfg);
     if (err)
         return err;
+    /* This thread only starts main_fn and waits for it, so its calls do
+     * not turn the deadlock detector off. */
+    weft__thread_internal(true);
     main_call mc = { .fn = main_fn, .arg = arg, .result = 0 };
     weft_wg_add(&mc.done, 1);
     weft_go_opts opts = { .stack_size = 0, .name = "main" };
-    err = weft__go_at(main_coroutine, &mc, &opts, __FILE__, __LINE__);
+    /* Line 0: weft_dump prints "spawned by weft_main". */
+    err = weft__go_at(main_coroutine, &mc, &opts, "weft_main", 0);
     if (err) {
+        weft__thread_internal(false);
         weft_shutdown();
         return err;
     }
     weft_wg_wait(&mc.done);
+    weft__thread_internal(false);
     weft_shutdown();
     return mc.result;
 }
@@ -335,6 +350,7 @@ int weft__go_at(weft_fn fn, void *arg, const weft_go_opts *opts,
      * gate. */
     if (weft_in_coroutine())
         return weft__sched_spawn(fn, arg, opts, file, line);
+    weft__note_outside_use();
     if (!weft__gate_enter())
         return WEFT_EINVAL;
     int err = weft__sched_spawn(fn, arg, opts, file, line);

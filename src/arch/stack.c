@@ -86,6 +86,16 @@ static _Atomic int guard_mode;
  * read without it as a hint. */
 static _Atomic size_t pool_warm;
 
+size_t weft__stacks_pooled(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&pool_lock);
+    for (weft__stack_class *c = classes; c; c = c->next)
+        n += c->warm.n + c->cold.n;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
+
 static void list_push(weft__stack_list *list, weft__stack *s)
 {
     s->next = list->head;

@@ -64,6 +64,9 @@ size_t weft__stack_round(size_t size);
  * space. */
 weft__stack *weft__stack_get(weft__stack_cache *cache, size_t size);
 
+/* Free stacks in the shared pool, every size class. */
+size_t weft__stacks_pooled(void);
+
 /* Return a stack. cache may be NULL. */
 void weft__stack_put(weft__stack_cache *cache, weft__stack *s);
 

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "../ctx/ctx_internal.h"
+#include "io_internal.h"
 #include "weft/error.h"
 #include "weft/io.h"
 
@@ -48,8 +49,15 @@ static int queued;
 static int nthreads;
 static int nidle;
 
-/* Jobs queued or running, for the deadlock detector. */
 _Atomic int64_t weft__blocking_pending;
+
+int weft__blocking_threads(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    int n = nthreads;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
 
 static void job_unref(job *j)
 {
@@ -59,10 +67,14 @@ static void job_unref(job *j)
 
 static void job_complete(job *j)
 {
-    atomic_fetch_sub(&weft__blocking_pending, 1);
+    /* The runtime's own wakeup, and counted as pending until the waiter
+     * is queued, for the deadlock detector. */
+    weft__thread_internal(true);
     uint32_t open = WEFT__CLAIM_OPEN;
     if (atomic_compare_exchange_strong(&j->claim, &open, WEFT__CLAIM_WAKER))
         weft__ready(j->parker);
+    weft__thread_internal(false);
+    atomic_fetch_sub(&weft__blocking_pending, 1);
     job_unref(j);
 }
 

@@ -51,9 +51,17 @@ int weft__io_wait(weft_ctx *ctx, weft__io_req *r, int reason);
 void weft__io_complete(weft__io_req *r);
 void weft__io_req_unref(weft__io_req *r);
 
-/* Requests queued, not yet completed; for the deadlock detector. */
+/* For the deadlock detector: requests queued and not yet completed, jobs
+ * of weft_blocking queued or running, live signal contexts. */
 extern _Atomic int64_t weft__io_pending;
+extern _Atomic int64_t weft__blocking_pending;
+extern _Atomic int64_t weft__signal_contexts;
 
+/* Threads of weft_blocking's pool alive now. */
+int weft__blocking_threads(void);
+/* Set by the loop thread once it has handed work to libuv's thread pool,
+ * which starts the pool's threads. */
+extern _Atomic bool weft__uv_pool_started;
 /* poller.c: the loop, for code running on the loop thread. */
 uv_loop_t *weft__poller_loop(void);
 /* poller.c: wake the loop thread; false when the runtime is stopping. */
@@ -66,5 +74,7 @@ void weft__loop_run_requests(uv_loop_t *loop, bool stopping);
  * loop stops. */
 int weft__signal_loop_init(uv_loop_t *loop);
 void weft__signal_loop_close(void);
+/* signal.c: WEFT_DEBUG=dump=sigquit, on at weft_init, off at shutdown. */
+void weft__signal_quit_dump(bool on);
 
 #endif /* WEFT_IO_INTERNAL_H */

@@ -10,6 +10,7 @@
  * sees every request that was pushed.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <stdlib.h>
 
 #include "../ctx/ctx_internal.h"
@@ -19,6 +20,45 @@
 static _Atomic(weft__io_req *) queue;
 
 _Atomic int64_t weft__io_pending;
+
+_Atomic bool weft__uv_pool_started;
+
+/* libuv's pool size rule (src/threadpool.c of libuv 1.x): UV_THREADPOOL_SIZE,
+ * at least 1 and at most 1024, default 4. */
+static long uv_pool_size(void)
+{
+    const char *s = getenv("UV_THREADPOOL_SIZE");
+    long n = s ? atol(s) : 4;
+    if (n <= 0)
+        n = 1;
+    if (n > 1024)
+        n = 1024;
+    return n;
+}
+
+bool weft__foreign_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return true;
+    long count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            count++;
+    closedir(d);
+    /* The process's first thread, the Ps, the loop thread and the pools. */
+    long own = 1 + weft__rt.nprocs + 1 + weft__blocking_threads() +
+               (atomic_load(&weft__uv_pool_started) ? uv_pool_size() : 0);
+    return count > own;
+}
+
+bool weft__io_busy(void)
+{
+    return atomic_load(&weft__netpoll_nwait) > 0 || atomic_load(&weft__io_pending) > 0 ||
+           atomic_load(&weft__blocking_pending) > 0 ||
+           atomic_load(&weft__signal_contexts) > 0;
+}
 
 void weft__io_req_init(weft__io_req *r, void (*run)(weft__io_req *, uv_loop_t *),
                        void (*destroy)(weft__io_req *))
@@ -40,10 +80,12 @@ void weft__io_req_unref(weft__io_req *r)
 
 void weft__io_complete(weft__io_req *r)
 {
-    atomic_fetch_sub(&weft__io_pending, 1);
     uint32_t open = WEFT__CLAIM_OPEN;
     if (atomic_compare_exchange_strong(&r->claim, &open, WEFT__CLAIM_WAKER))
         weft__ready(r->parker);
+    /* After the wakeup: the deadlock detector counts the request as
+     * pending until its waiter is queued. */
+    atomic_fetch_sub(&weft__io_pending, 1);
     weft__io_req_unref(r);
 }
 
@@ -90,6 +132,7 @@ void weft__loop_run_requests(uv_loop_t *loop, bool stopping)
             r->result = WEFT_EINVAL;
             weft__io_complete(r);
         } else {
+            atomic_store(&weft__uv_pool_started, true);
             r->run(r, loop);
         }
     }

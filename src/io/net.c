@@ -48,9 +48,23 @@ int weft_addr_parse(const char *host, int port, weft_addr *out)
 {
     if (!host || !out || port < 0 || port > 65535)
         return WEFT_EINVAL;
+    /* IPv4 as a strict dotted quad: inet_pton rejects the shorthand forms
+     * ("127.1", "010.0.0.1") that getaddrinfo accepts, as Go does. */
+    struct in_addr v4;
+    if (inet_pton(AF_INET, host, &v4) == 1) {
+        memset(out, 0, sizeof *out);
+        out->u.in4.sin_family = AF_INET;
+        out->u.in4.sin_addr = v4;
+        out->u.in4.sin_port = htons((uint16_t)port);
+        out->len = sizeof out->u.in4;
+        return 0;
+    }
+    if (!strchr(host, ':'))
+        return WEFT_EINVAL;
+    /* IPv6, with an optional zone ("fe80::1%eth0"). */
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
+    hints.ai_family = AF_INET6;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICHOST;
     /* With AI_NUMERICHOST getaddrinfo parses only; it never does a lookup. */
@@ -181,12 +195,11 @@ static void resolve_destroy(weft__io_req *r)
 
 int weft_resolve(weft_ctx *ctx, const char *host, int port, weft_addr *out, size_t max)
 {
-    if (!host || !*host || !out || max == 0 || port < 0 || port > 65535)
+    if (!host || !*host || !out || max == 0 || port < 0 || port > 65535 ||
+        !runtime_running())
         return WEFT_EINVAL;
     if (weft_addr_parse(host, port, &out[0]) == 0)
         return 1;
-    if (!runtime_running())
-        return WEFT_EINVAL;
     int err = weft_ctx_err(ctx);
     if (err)
         return err;

@@ -12,7 +12,9 @@
  * Who polls. The Ps (sched.c): without blocking when they run out of local
  * work and every 61 scheduling rounds, and one idle P at a time blocks in
  * epoll_wait instead of its futex while any operation waits. The libuv
- * loop thread does not poll this set.
+ * loop thread does not poll this set, except with WEFT_DEBUG=netpoll=loop,
+ * which hands all polling to it (through uv_poll on the epoll descriptor)
+ * for comparison: every wakeup then crosses from the loop thread to a P.
  *
  * Wait protocol. A direction's slot holds 0, READY or the address of the
  * waiting operation's record (io_wait, on the waiter's stack). The waiter
@@ -63,6 +65,8 @@ static _Atomic uint32_t break_pending;
 _Atomic int64_t weft__netpoll_nwait;
 /* 1 while a P blocks in epoll_wait. */
 _Atomic uint32_t weft__netpoll_blocked;
+/* WEFT_DEBUG=netpoll=loop: the loop thread polls, the Ps never do. */
+_Atomic bool weft__netpoll_by_loop;
 
 static _Atomic uint32_t free_lock;
 static weft__netfd *free_head;
@@ -364,8 +368,14 @@ void weft__netpoll_break(void)
 
 /* ---- Set-up --------------------------------------------------------------- */
 
-int weft__netpoll_init(void)
+int weft__netpoll_loop_fd(void)
 {
+    return atomic_load(&weft__netpoll_by_loop) ? epfd : -1;
+}
+
+int weft__netpoll_init(bool by_loop)
+{
+    atomic_store(&weft__netpoll_by_loop, by_loop);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
         return -errno;

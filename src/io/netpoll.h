@@ -73,8 +73,12 @@ int weft__netfd_wait(weft_ctx *ctx, weft__netfd *nd, int dir);
 int weft__netfd_lock(weft_ctx *ctx, weft__netfd *nd, int dir);
 void weft__netfd_unlock(weft__netfd *nd, int dir);
 
-/* Set-up and tear-down with the runtime. */
-int weft__netpoll_init(void);
+/* Set-up and tear-down with the runtime. With by_loop the libuv loop
+ * thread polls the set and the Ps never do. */
+int weft__netpoll_init(bool by_loop);
+/* The epoll set's descriptor, for the loop thread in by_loop mode; -1 in
+ * the default mode. */
+int weft__netpoll_loop_fd(void);
 void weft__netpoll_term(void);
 
 #endif /* WEFT_IO_NETPOLL_H */

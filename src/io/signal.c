@@ -14,6 +14,10 @@
  * arrives while no runtime runs stays pending until the next one's loop
  * starts.
  *
+ * WEFT_DEBUG=dump=sigquit uses the same handler for SIGQUIT: the loop
+ * thread then prints weft_dump to stderr and exits with status 2, as a Go
+ * program does on SIGQUIT.
+ *
  * Lock order: sig_lock, then a context's own locks (cancelling under
  * sig_lock). The release hook runs with no lock held.
  */
@@ -21,12 +25,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "../ctx/ctx_internal.h"
 #include "io_internal.h"
+#include "weft/debug.h"
 #include "weft/error.h"
 #include "weft/io.h"
 
@@ -47,6 +53,11 @@ static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 static int catchers[NSIG];            /* live contexts naming each signal */
 static struct sigaction saved[NSIG];  /* action before the first catcher */
 static sig_record *records;           /* live signal contexts */
+/* Live signal contexts, for the deadlock detector: a signal may still come. */
+_Atomic int64_t weft__signal_contexts;
+
+static _Atomic bool quit_dump;        /* WEFT_DEBUG=dump=sigquit */
+static struct sigaction quit_saved;   /* SIGQUIT's action before */
 
 static uv_poll_t sig_poll;            /* loop thread only */
 static bool sig_poll_live;
@@ -81,6 +92,12 @@ static void on_sig_fd(uv_poll_t *h, int status, int events)
     (void)events;
     uint64_t value;
     while (read(sig_fd, &value, sizeof value) > 0) {
+    }
+    if (atomic_load(&quit_dump) && atomic_load(&pending[SIGQUIT])) {
+        fputs("SIGQUIT: quit\n\n", stderr);
+        weft_dump(stderr);
+        fflush(stderr);
+        _exit(2);
     }
     for (int sig = 1; sig < NSIG; sig++) {
         if (!atomic_exchange(&pending[sig], 0))
@@ -145,9 +162,28 @@ static void release_record(void *arg)
         if (r->next)
             r->next->prev = r->prev;
         uncatch(r, r->n);
+        atomic_fetch_sub(&weft__signal_contexts, 1);
     }
     pthread_mutex_unlock(&sig_lock);
     free(r);
+}
+
+void weft__signal_quit_dump(bool on)
+{
+    pthread_once(&sig_fd_once, make_sig_fd);
+    if (sig_fd < 0 || on == atomic_load(&quit_dump))
+        return;
+    if (on) {
+        struct sigaction sa;
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGQUIT, &sa, &quit_saved) == 0)
+            atomic_store(&quit_dump, true);
+    } else {
+        atomic_store(&quit_dump, false);
+        sigaction(SIGQUIT, &quit_saved, NULL);
+    }
 }
 
 static bool catchable(int sig)
@@ -212,6 +248,7 @@ weft_ctx *weft_ctx_with_signals(weft_ctx *parent, const int *signums, size_t n)
         records->prev = r;
     records = r;
     r->linked = true;
+    atomic_fetch_add(&weft__signal_contexts, 1);
     pthread_mutex_unlock(&sig_lock);
     return ctx;
 }

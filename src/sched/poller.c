@@ -36,6 +36,7 @@
 #include <uv.h>
 
 #include "../io/io_internal.h"
+#include "../io/netpoll.h"
 #include "lock.h"
 #include "sched.h"
 
@@ -43,6 +44,8 @@ static uv_loop_t loop;
 static uv_async_t kick;
 static uv_poll_t timer_poll;
 static int timer_fd = -1;
+static uv_poll_t net_poll;   /* WEFT_DEBUG=netpoll=loop only */
+static bool net_poll_live;
 static pthread_t loop_thread;
 static _Atomic int loop_stop;
 static int64_t armed_deadline; /* loop thread only: what timer_fd is set to */
@@ -102,6 +105,9 @@ static void on_kick(uv_async_t *h)
     if (atomic_load(&loop_stop)) {
         weft__loop_run_requests(&loop, true);
         weft__signal_loop_close();
+        if (net_poll_live)
+            uv_close((uv_handle_t *)&net_poll, NULL);
+        net_poll_live = false;
         uv_close((uv_handle_t *)&kick, NULL);
         uv_close((uv_handle_t *)&timer_poll, NULL);
         return;
@@ -110,11 +116,43 @@ static void on_kick(uv_async_t *h)
     rearm(weft__timers_next());
 }
 
+static void on_net(uv_poll_t *h, int status, int events)
+{
+    (void)h;
+    (void)status;
+    (void)events;
+    weft__parker *woken[WEFT__NETPOLL_MAX];
+    int n = weft__netpoll(0, woken);
+    weft__ready_many(woken, (size_t)n);
+}
+
 static void *loop_main(void *arg)
 {
     (void)arg;
+    weft__thread_internal(true);
     uv_run(&loop, UV_RUN_DEFAULT);
     return NULL;
+}
+
+static void close_unless_closing(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* WEFT_DEBUG=netpoll=loop: watch the sockets' epoll set from the loop. */
+static int start_net_poll(void)
+{
+    int fd = weft__netpoll_loop_fd();
+    net_poll_live = false;
+    if (fd < 0)
+        return 0;
+    int err = uv_poll_init(&loop, &net_poll, fd);
+    if (err)
+        return err;
+    net_poll_live = true;
+    return uv_poll_start(&net_poll, UV_READABLE, on_net);
 }
 
 int weft__poller_init(void)
@@ -134,9 +172,14 @@ int weft__poller_init(void)
     if ((err = uv_async_init(&loop, &kick, on_kick)) != 0 ||
         (err = uv_poll_init(&loop, &timer_poll, timer_fd)) != 0 ||
         (err = uv_poll_start(&timer_poll, UV_READABLE, on_timer)) != 0 ||
-        (err = weft__signal_loop_init(&loop)) != 0) {
+        (err = weft__signal_loop_init(&loop)) != 0 ||
+        (err = start_net_poll()) != 0) {
         /* Handles that were initialised must be closed before the loop. */
-        uv_walk(&loop, (uv_walk_cb)(void (*)(void))uv_close, NULL);
+        weft__signal_loop_close();
+        if (net_poll_live)
+            uv_close((uv_handle_t *)&net_poll, NULL);
+        net_poll_live = false;
+        uv_walk(&loop, close_unless_closing, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
         close(timer_fd);
@@ -145,6 +188,9 @@ int weft__poller_init(void)
     }
     if (pthread_create(&loop_thread, NULL, loop_main, NULL) != 0) {
         weft__signal_loop_close();
+        if (net_poll_live)
+            uv_close((uv_handle_t *)&net_poll, NULL);
+        net_poll_live = false;
         uv_close((uv_handle_t *)&kick, NULL);
         uv_close((uv_handle_t *)&timer_poll, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);

@@ -77,6 +77,7 @@
 
 #include "../sanitizer.h"
 #include "lock.h"
+#include "weft/debug.h"
 
 /* Scheduling rounds between looks at the global queue ahead of local
  * work. 61 is prime, as in Go, so the check does not fall into step with a
@@ -94,17 +95,12 @@
  * weft__sched_spawn. */
 #define SPAWN_YIELD_QUEUE (WEFT__RUNQ_SIZE * 3 / 4)
 /* G records allocated at once. */
-#define GCHUNK_SIZE 256
+#define GCHUNK_SIZE WEFT__GCHUNK_SIZE
 /* Per-P free G records before half move to the shared list. */
 #define GFREE_MAX 128u
 /* Coroutine ids reserved by a P at once, so spawns on different Ps do not
  * share a cache line. */
 #define ID_BATCH 64
-
-typedef struct weft__gchunk {
-    struct weft__gchunk *next;
-    weft__g gs[GCHUNK_SIZE];
-} weft__gchunk;
 
 weft__sched weft__rt;
 
@@ -232,10 +228,41 @@ void weft__fatal(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
+    weft__p *p = tls_p;
+    weft__g *g = p ? p->curg : NULL;
+    if (g) {
+        fprintf(stderr, " (in coroutine %llu", (unsigned long long)g->id);
+        if (g->name)
+            fprintf(stderr, " \"%s\"", g->name);
+        if (g->file)
+            fprintf(stderr, ", spawned at %s:%d", g->file, g->line);
+        fputc(')', stderr);
+    }
     fputc('\n', stderr);
     fflush(stderr);
     abort();
 }
+
+static _Thread_local bool tls_internal __attribute__((tls_model("initial-exec")));
+
+void weft__thread_internal(bool on)
+{
+    tls_internal = on;
+}
+
+void weft__note_outside_use(void)
+{
+    if (!tls_internal && !atomic_load_explicit(&weft__rt.outside_used, memory_order_relaxed))
+        atomic_store(&weft__rt.outside_used, true);
+}
+
+int64_t weft__coarse_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 
 void weft__stack_guard_failed(void *guard)
 {
@@ -612,13 +639,63 @@ static bool run_due_timers(void)
     return true;
 }
 
+/* Every coroutine is parked on something only another coroutine could
+ * end: print the dump and abort, as Go does. p is on the idle list and
+ * about to sleep with no timer pending. The conditions are checked twice,
+ * a few milliseconds apart with the counters unchanged in between,
+ * because a wakeup from the loop thread can be between taking a waiter
+ * off a list and queueing it. Then the process's threads are counted:
+ * one that is not the runtime's own may still wake a coroutine.
+ * NOTE: threads that a sanitizer runtime starts (ThreadSanitizer has one)
+ * count as foreign, so the detector is off under TSan. */
+static void check_deadlock(weft__p *p)
+{
+    if (!atomic_load_explicit(&weft__rt.detect_deadlock, memory_order_relaxed))
+        return;
+    int64_t before = 0;
+    for (int round = 0; round < 2; round++) {
+        if (atomic_load(&weft__rt.outside_used) ||
+            atomic_load(&weft__rt.stopping) ||
+            atomic_load(&weft__rt.npidle) != weft__rt.nprocs ||
+            atomic_load(&weft__rt.gq_size) != 0 || atomic_load(&p->note) != 0 ||
+            weft__timers_next() != 0 || weft__io_busy() || weft__sched_live() <= 0)
+            return;
+        for (int i = 0; i < weft__rt.nprocs; i++)
+            if (!runq_empty(weft__rt.ps[i]))
+                return;
+        int64_t count = atomic_load(&weft__rt.global_pushes) +
+                        atomic_load(&weft__rt.idle_wakeups);
+        for (int i = 0; i < weft__rt.nprocs; i++)
+            count += atomic_load(&weft__rt.ps[i]->st_switches);
+        if (round == 1 && count != before)
+            return;
+        before = count;
+        if (round == 0 && note_sleep_until(p, now_ns() + 5000000)) {
+            /* Woken meanwhile: give the note back for the caller's sleep. */
+            atomic_store(&p->note, 1);
+            return;
+        }
+    }
+    /* A plain thread the program started may still send: the runtime
+     * cannot see what it will do. Once one is seen, detection stays off. */
+    if (weft__foreign_threads()) {
+        atomic_store(&weft__rt.outside_used, true);
+        return;
+    }
+    fputs("weft: fatal: all coroutines are asleep - deadlock!\n\n", stderr);
+    weft_dump(stderr);
+    fflush(stderr);
+    abort();
+}
+
 /* Poll the sockets without blocking, when operations wait and no P blocks
  * in the poller (that one gets the events). The woken go to p's local
  * queue. Returns true when some were woken. Owner of p. */
 static bool poll_network(void)
 {
     if (atomic_load_explicit(&weft__netpoll_nwait, memory_order_relaxed) == 0 ||
-        atomic_load_explicit(&weft__netpoll_blocked, memory_order_relaxed) != 0)
+        atomic_load_explicit(&weft__netpoll_blocked, memory_order_relaxed) != 0 ||
+        atomic_load_explicit(&weft__netpoll_by_loop, memory_order_relaxed))
         return false;
     weft__parker *woken[WEFT__NETPOLL_MAX];
     int n = weft__netpoll(0, woken);
@@ -635,6 +712,7 @@ static bool idle_poll_network(weft__p *p, int64_t head)
 {
     uint32_t zero = 0;
     if (atomic_load(&weft__netpoll_nwait) == 0 ||
+        atomic_load_explicit(&weft__netpoll_by_loop, memory_order_relaxed) ||
         !atomic_compare_exchange_strong(&weft__netpoll_blocked, &zero, 1))
         return false;
     weft__parker *woken[WEFT__NETPOLL_MAX];
@@ -773,8 +851,11 @@ top:
     if (idle_poll_network(p, head))
         goto top;
     if (head == 0) {
+        check_deadlock(p);
         note_sleep(p);
+        p->clock = weft__coarse_now();
     } else if (!note_sleep_until(p, head)) {
+        p->clock = weft__coarse_now();
         /* The earliest deadline came: fire it from top, unless a waker
          * popped p meanwhile, whose note then arrives shortly. */
         if (!idle_remove(p))
@@ -912,6 +993,7 @@ static inline void prepare_run(weft__p *p, weft__g *g)
     if (__builtin_expect(!g->started, 0))
         g_start(p, g);
     p->curg = g;
+    atomic_store_explicit(&p->running, g, memory_order_relaxed);
     atomic_store_explicit(&g->state, WEFT__G_RUNNING, memory_order_relaxed);
     atomic_store_explicit(&p->st_switches,
                           atomic_load_explicit(&p->st_switches, memory_order_relaxed) + 1,
@@ -969,6 +1051,7 @@ static void post_switch(weft__p *p)
     }
     if (p->timers_check) {
         p->timers_check = false;
+        p->clock = weft__coarse_now();
         run_due_timers();
         poll_network();
     }
@@ -991,6 +1074,7 @@ static void execute(weft__p *p, weft__g *g)
     __sanitizer_finish_switch_fiber(p->g0_fake_stack, NULL, NULL);
 #endif
     p->curg = NULL;
+    atomic_store_explicit(&p->running, NULL, memory_order_relaxed);
     post_switch(p);
 }
 
@@ -1014,6 +1098,7 @@ static void switch_away(weft__p *p, weft__g *g, int post)
         to = &next->ctx;
     } else {
         p->curg = NULL;
+        atomic_store_explicit(&p->running, NULL, memory_order_relaxed);
         to = &p->g0_ctx;
     }
 #ifdef WEFT_ASAN
@@ -1056,13 +1141,15 @@ void weft__park(weft__unlock_fn unlock, void *arg, int reason)
     weft__p *p = weft__p_self();
     if (p && p->curg) {
         weft__g *g = p->curg;
-        g->wait_reason = (uint16_t)reason;
+        atomic_store_explicit(&g->wait_reason, (uint16_t)reason, memory_order_relaxed);
+        atomic_store_explicit(&g->wait_since, p->clock, memory_order_relaxed);
         p->post_fn = unlock;
         p->post_arg = arg;
         switch_away(p, g, WEFT__POST_PARK);
-        g->wait_reason = WEFT__WAIT_NONE;
+        atomic_store_explicit(&g->wait_reason, WEFT__WAIT_NONE, memory_order_relaxed);
         return;
     }
+    weft__note_outside_use();
 
     weft__thread_parker *tp = thread_parker_self();
     atomic_store_explicit(&tp->woken, 0, memory_order_relaxed);
@@ -1099,6 +1186,7 @@ void weft__ready(weft__parker *parker)
     }
     /* From outside the Ps. A closed gate means the runtime is stopping and
      * g is abandoned with every other coroutine. */
+    weft__note_outside_use();
     if (!weft__gate_enter())
         return;
     atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
@@ -1114,6 +1202,7 @@ bool weft__park_until(weft__unlock_fn unlock, void *arg, int reason,
     if (p && p->curg)
         return weft__timer_park_until(unlock, arg, reason, deadline, claim);
 
+    weft__note_outside_use();
     weft__thread_parker *tp = thread_parker_self();
     atomic_store_explicit(&tp->woken, 0, memory_order_relaxed);
     if (unlock && !unlock(arg))
@@ -1154,6 +1243,7 @@ void weft__ready_many(weft__parker **parkers, size_t n)
     }
     /* From outside the Ps: chain the coroutines and queue them with one
      * lock, then let the spinning protocol start as many Ps as needed. */
+    weft__note_outside_use();
     weft__g *head = NULL, *tail = NULL;
     int64_t count = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1223,10 +1313,11 @@ static int spawn_one(weft__p *p, weft_fn fn, void *arg,
     g->line = line;
     g->started = false;
     g->saved_errno = 0;
-    g->wait_reason = WEFT__WAIT_NONE;
+    atomic_store_explicit(&g->wait_reason, WEFT__WAIT_NONE, memory_order_relaxed);
     g->asan_fake_stack = NULL;
     weft__fpenv_get(&g->fpenv);
-    atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_relaxed);
+    /* Release: weft_dump reads the fields above once it sees the state. */
+    atomic_store_explicit(&g->state, WEFT__G_RUNNABLE, memory_order_release);
 
     if (p) {
         atomic_store_explicit(&p->st_spawned,

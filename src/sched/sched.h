@@ -39,6 +39,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../arch/context.h"
 #include "../arch/stack.h"
@@ -109,7 +110,8 @@ typedef struct weft__g {
     weft__stack *stack;         /* reserved at spawn; swapped at first run */
     weft__ctx ctx;
     int saved_errno;            /* errno while not running */
-    uint16_t wait_reason;
+    _Atomic uint16_t wait_reason; /* while parked; read by weft_dump */
+    _Atomic int64_t wait_since;  /* coarse clock at the park, see weft__p.clock */
     void *asan_fake_stack;      /* AddressSanitizer's per-fiber state */
     void *tsan_fiber;           /* ThreadSanitizer's fiber */
 } weft__g;
@@ -150,6 +152,10 @@ typedef struct weft__p {
     weft__stack_cache stacks;
     bool spinning;               /* counted in nmspinning; see "Spinning" */
     bool timers_check;           /* post_switch fires due timers */
+    /* CLOCK_MONOTONIC_COARSE, refreshed every GLOBAL_CHECK_ROUNDS rounds
+     * and after an idle sleep; parks stamp it into wait_since. */
+    int64_t clock;
+    _Atomic(struct weft__g *) running; /* curg, for weft_dump */
     void *g0_stack_lo;           /* AddressSanitizer: thread stack bounds */
     size_t g0_stack_size;
     void *g0_fake_stack;
@@ -194,7 +200,19 @@ typedef struct weft__sched {
     _Atomic int64_t outside_spawned; /* spawned from plain threads */
     _Atomic int64_t global_pushes;
     _Atomic int64_t idle_wakeups;
+    /* A thread outside the runtime has used the API, so a coroutine may
+     * be waiting for it: the deadlock detector stays off. */
+    _Atomic bool outside_used;
+    _Atomic bool detect_deadlock; /* set by weft_init; WEFT_DEBUG=deadlock=0 */
 } weft__sched;
+
+/* G records are allocated in chunks that are never freed while the
+ * runtime runs; weft_dump and the gdb helper walk them. */
+#define WEFT__GCHUNK_SIZE 256
+typedef struct weft__gchunk {
+    struct weft__gchunk *next;
+    weft__g gs[WEFT__GCHUNK_SIZE];
+} weft__gchunk;
 
 extern weft__sched weft__rt;
 
@@ -282,6 +300,8 @@ struct weft_timer *weft__timer_func_make(int64_t d, void (*fn)(void *arg),
 extern _Atomic int64_t weft__netpoll_nwait;
 /* 1 while a P blocks in the poller. */
 extern _Atomic uint32_t weft__netpoll_blocked;
+/* The loop thread polls instead of the Ps (WEFT_DEBUG=netpoll=loop). */
+extern _Atomic bool weft__netpoll_by_loop;
 /* Most parkers one weft__netpoll call returns. */
 #define WEFT__NETPOLL_MAX 128
 /* Poll the sockets: without blocking when deadline is 0, without limit
@@ -295,8 +315,27 @@ void weft__netpoll_break(void);
  * (sched.c) */
 void weft__netpoll_wanted(void);
 
-/* Print "weft: fatal: <message>" to stderr and abort. */
+/* Print "weft: fatal: <message>" to stderr and abort. Called from a
+ * coroutine, the message names it and its spawn site. */
 _Noreturn void weft__fatal(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+
+/* Mark the calling thread as the runtime's own (the loop thread, weft_main's
+ * thread, a blocking-pool thread completing a job) while on is true: its
+ * parks and wakeups do not count as use from outside the runtime. */
+void weft__thread_internal(bool on);
+/* Note a call from a plain thread that is not the runtime's own. */
+void weft__note_outside_use(void);
+
+/* Debugging (debug/dump.c). */
+/* Write the dump of one coroutine record; g must not be free. */
+void weft__dump_g(FILE *out, weft__g *g, int64_t now);
+/* Coarse monotonic clock, nanoseconds. */
+int64_t weft__coarse_now(void);
+/* Waits the deadlock detector must treat as progress still possible:
+ * sockets, loop requests, blocking jobs, signal contexts. */
+bool weft__io_busy(void);
+/* True when a thread exists that is not the runtime's own (io/loop.c). */
+bool weft__foreign_threads(void);
 
 #endif /* WEFT_SCHED_SCHED_H */
