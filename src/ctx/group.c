@@ -34,8 +34,6 @@
 
 struct weft_group {
     weft_ctx *ctx;
-    /* NOTE: waits here show the wait group's and the limit channel's
-     * wait reasons, not Go's "errgroup wait". */
     weft_wg wg;
     _Atomic int err;            /* first non-zero result */
     _Atomic uint32_t lock;
@@ -136,8 +134,14 @@ static int group_spawn(weft_group *g, weft_task fn, void *arg, bool block)
     weft__lock_release(&g->lock);
 
     if (tokens) {
-        int rc = block ? weft_chan_send(tokens, NULL)
-                       : weft_chan_try_send(tokens, NULL);
+        int rc;
+        if (block) {
+            int outer = weft__wait_reason_set(WEFT__WAIT_ERRGROUP);
+            rc = weft_chan_send(tokens, NULL);
+            weft__wait_reason_set(outer);
+        } else {
+            rc = weft_chan_try_send(tokens, NULL);
+        }
         if (rc != 0) {
             task_finish(g, NULL);
             free(t);
@@ -172,7 +176,9 @@ int weft_group_wait(weft_group *g)
 {
     if (!g)
         weft__fatal("weft_group_wait called with a NULL group");
+    int outer = weft__wait_reason_set(WEFT__WAIT_ERRGROUP);
     weft_wg_wait(&g->wg);
+    weft__wait_reason_set(outer);
     weft_ctx_cancel(g->ctx);
     return atomic_load(&g->err);
 }
@@ -181,7 +187,9 @@ void weft_group_release(weft_group *g)
 {
     if (!g)
         return;
+    int outer = weft__wait_reason_set(WEFT__WAIT_ERRGROUP);
     weft_wg_wait(&g->wg);
+    weft__wait_reason_set(outer);
     weft_ctx_release(g->ctx);
     weft_chan_release(g->tokens);
     free(g);

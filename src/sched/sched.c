@@ -256,6 +256,16 @@ void weft__note_outside_use(void)
         atomic_store(&weft__rt.outside_used, true);
 }
 
+int weft__wait_reason_set(int reason)
+{
+    weft__p *p = weft__p_self();
+    if (!p || !p->curg)
+        return WEFT__WAIT_NONE;
+    int outer = p->curg->reason_override;
+    p->curg->reason_override = (uint16_t)reason;
+    return outer;
+}
+
 int64_t weft__coarse_now(void)
 {
     struct timespec ts;
@@ -1141,6 +1151,8 @@ void weft__park(weft__unlock_fn unlock, void *arg, int reason)
     weft__p *p = weft__p_self();
     if (p && p->curg) {
         weft__g *g = p->curg;
+        if (g->reason_override)
+            reason = g->reason_override;
         atomic_store_explicit(&g->wait_reason, (uint16_t)reason, memory_order_relaxed);
         atomic_store_explicit(&g->wait_since, p->clock, memory_order_relaxed);
         p->post_fn = unlock;
@@ -1314,6 +1326,7 @@ static int spawn_one(weft__p *p, weft_fn fn, void *arg,
     g->started = false;
     g->saved_errno = 0;
     atomic_store_explicit(&g->wait_reason, WEFT__WAIT_NONE, memory_order_relaxed);
+    g->reason_override = WEFT__WAIT_NONE;
     g->asan_fake_stack = NULL;
     weft__fpenv_get(&g->fpenv);
     /* Release: weft_dump reads the fields above once it sees the state. */

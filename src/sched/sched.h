@@ -111,6 +111,7 @@ typedef struct weft__g {
     weft__ctx ctx;
     int saved_errno;            /* errno while not running */
     _Atomic uint16_t wait_reason; /* while parked; read by weft_dump */
+    uint16_t reason_override;   /* see weft__wait_reason_set */
     _Atomic int64_t wait_since;  /* coarse clock at the park, see weft__p.clock */
     void *asan_fake_stack;      /* AddressSanitizer's per-fiber state */
     void *tsan_fiber;           /* ThreadSanitizer's fiber */
@@ -294,6 +295,12 @@ int64_t weft__timers_pending(void);
  * memory. */
 struct weft_timer *weft__timer_func_make(int64_t d, void (*fn)(void *arg),
                                          void *arg);
+
+/* Make the calling coroutine's parks report reason (WEFT__WAIT_NONE: their
+ * own) until the next call, for a primitive built on others (the error
+ * group waits on a wait group). Returns the previous setting; no effect on
+ * a plain thread. */
+int weft__wait_reason_set(int reason);
 
 /* Network poller (io/netpoll.c). */
 /* Operations waiting for socket readiness. */
