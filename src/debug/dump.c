@@ -111,7 +111,7 @@ void weft_dump(FILE *out)
     if (!out || !running())
         return;
     int64_t now = weft__coarse_now();
-    fprintf(out, "weft: %lld coroutines, %d Ps, global queue %lld, idle Ps %d, spinning Ps %d\n",
+    fprintf(out, "weft: live coroutines %lld, Ps %d, global queue %lld, idle Ps %d, spinning Ps %d\n",
             (long long)weft__sched_live(), weft__rt.nprocs,
             (long long)atomic_load(&weft__rt.gq_size), (int)atomic_load(&weft__rt.npidle),
             (int)atomic_load(&weft__rt.nmspinning));
@@ -150,7 +150,7 @@ int64_t weft_leakcheck(int64_t timeout_ns)
         int64_t step = deadline - now < 1000000 ? deadline - now : 1000000;
         weft_sleep(step);
     }
-    fprintf(stderr, "weft: %lld coroutines leaked:\n", (long long)left);
+    fprintf(stderr, "weft: leaked coroutines: %lld\n", (long long)left);
     each_g(stderr, self, weft__coarse_now());
     fflush(stderr);
     return left;

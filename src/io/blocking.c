@@ -51,6 +51,19 @@ static int nidle;
 
 _Atomic int64_t weft__blocking_pending;
 
+void weft__blocking_after_fork(void)
+{
+    /* The child has none of the pool's threads; the jobs and the lock's
+     * state belong to the parent. */
+    pthread_mutex_t fresh_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
+    pool_lock = fresh_lock;
+    pool_cond = fresh_cond;
+    queue_head = queue_tail = NULL;
+    queued = nthreads = nidle = 0;
+    atomic_store(&weft__blocking_pending, 0);
+}
+
 int weft__blocking_threads(void)
 {
     pthread_mutex_lock(&pool_lock);

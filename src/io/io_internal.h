@@ -59,6 +59,10 @@ extern _Atomic int64_t weft__signal_contexts;
 
 /* Threads of weft_blocking's pool alive now. */
 int weft__blocking_threads(void);
+/* In a child after fork: forget the parent's pool threads. */
+void weft__blocking_after_fork(void);
+/* Register the fork handler that resets the thread counts above; once. */
+void weft__io_fork_setup(void);
 /* Set by the loop thread once it has handed work to libuv's thread pool,
  * which starts the pool's threads. */
 extern _Atomic bool weft__uv_pool_started;

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "../ctx/ctx_internal.h"
@@ -34,6 +35,26 @@ static long uv_pool_size(void)
     if (n > 1024)
         n = 1024;
     return n;
+}
+
+/* libuv resets its own pool in a forked child (pthread_atfork); weft's
+ * counts of pool threads must follow, or the deadlock detector would
+ * count threads the child does not have. */
+static void after_fork_child(void)
+{
+    atomic_store(&weft__uv_pool_started, false);
+    weft__blocking_after_fork();
+}
+
+static void fork_register(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+void weft__io_fork_setup(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fork_register);
 }
 
 bool weft__foreign_threads(void)

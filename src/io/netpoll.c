@@ -24,7 +24,9 @@
  * and the waiter readies itself. A waker (the poller on an event, or
  * close) swaps the slot: 0 becomes READY, a record becomes 0, and the
  * waker readies the record's parker if it wins the record's claim word.
- * The context is the other contender for that claim. A waiter whose
+ * The context is the other contender for that claim, and it can resume
+ * the waiter before the unlock step has run, so every waiter first waits
+ * for the step's "armed" mark before its frame goes. A waiter whose
  * context won takes its record back out of the slot by CAS; when the CAS
  * fails a waker holds the record, and the waiter spins until busy drops
  * to zero, because each waker counts itself in busy from before it reads
@@ -52,6 +54,7 @@
 
 #include "../ctx/ctx_internal.h"
 #include "../sanitizer.h"
+#include "io_internal.h"
 #include "../sched/lock.h"
 #include "weft/error.h"
 
@@ -204,6 +207,7 @@ int weft__netfd_close(weft__netfd *nd, int kind)
 typedef struct io_wait {
     weft__parker *parker;
     _Atomic uint32_t claim;
+    _Atomic uint32_t armed;     /* 1 once the unlock step is done with the record */
 } io_wait;
 
 typedef struct io_arm {
@@ -256,7 +260,23 @@ static bool io_arm_unlock(void *arg)
             weft__ready(w->parker);
     }
     atomic_fetch_sub(&nd->busy, 1);
+    /* The last touch of the waiter's stack. */
+    atomic_store(&w->armed, 1);
     return true;
+}
+
+/* Wait until the unlock step has finished with w. The context can end and
+ * resume the waiter between linking its watcher and calling the unlock
+ * step, and the step's last writes may come after a wakeup; the waiter's
+ * frame must outlive both. */
+static void await_armed(io_wait *w)
+{
+    for (unsigned spins = 0; atomic_load(&w->armed) == 0; spins++) {
+        if (spins < 100)
+            weft__cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 int weft__netfd_wait(weft_ctx *ctx, weft__netfd *nd, int dir)
@@ -272,12 +292,14 @@ int weft__netfd_wait(weft_ctx *ctx, weft__netfd *nd, int dir)
 
     io_wait w = { .parker = weft__parker_self() };
     atomic_init(&w.claim, WEFT__CLAIM_OPEN);
+    atomic_init(&w.armed, 0);
     io_arm a = { .nd = nd, .slot = slot, .w = &w };
     atomic_fetch_add(&weft__netpoll_nwait, 1);
     if (w.parker->kind == WEFT__PARKER_THREAD)
         weft__netpoll_wanted();
     int err = weft__park_ctx(io_arm_unlock, &a, WEFT__WAIT_IO, ctx, &w.claim);
     atomic_fetch_sub(&weft__netpoll_nwait, 1);
+    await_armed(&w);
 
     if (atomic_load(&w.claim) == WEFT__CLAIM_TIMEOUT) {
         uintptr_t mine = (uintptr_t)&w;
@@ -324,13 +346,13 @@ int weft__netpoll(int64_t deadline, weft__parker **woken)
         int64_t left = deadline - weft_now();
         if (left < 0)
             left = 0;
-        struct timespec ts = { .tv_sec = left / 1000000000, .tv_nsec = left % 1000000000 };
 #ifdef WEFT_TSAN
         /* ThreadSanitizer (gcc 12) intercepts epoll_wait but not
          * epoll_pwait2, and would miss the ordering that epoll provides. */
         n = -1;
         errno = ENOSYS;
 #else
+        struct timespec ts = { .tv_sec = left / 1000000000, .tv_nsec = left % 1000000000 };
         n = epoll_pwait2(epfd, events, POLL_BATCH, &ts, NULL);
 #endif
         if (n < 0 && errno == ENOSYS) {
@@ -383,6 +405,7 @@ int weft__netpoll_loop_fd(void)
 
 int weft__netpoll_init(bool by_loop)
 {
+    weft__io_fork_setup();
     atomic_store(&weft__netpoll_by_loop, by_loop);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
