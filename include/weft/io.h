@@ -14,7 +14,8 @@
  * Concurrent reads on one connection are served one at a time, and so are
  * concurrent writes. A read or write ended by its context leaves the
  * connection open and usable: bytes that arrive later go to the next read.
- * A write ended that way may have sent a prefix of the buffer. A write to
+ * A write ended that way, or by a close, may have sent a prefix of the
+ * buffer. A write to
  * a peer that has gone returns the system's error (-EPIPE or
  * -ECONNRESET); a weft program is never killed by SIGPIPE (sockets are
  * written with MSG_NOSIGNAL, and weft_init ignores SIGPIPE when its action

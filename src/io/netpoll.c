@@ -119,7 +119,8 @@ int weft__netfd_open(int fd, int kind, int family, weft__netfd **out)
     nd->generation = weft__generation();
     atomic_store(&nd->slot[0], 0);
     atomic_store(&nd->slot[1], 0);
-    atomic_store(&nd->busy, 0);
+    /* busy is not reset: a waker for the record's previous socket may
+     * still be inside netfd_notify, and its decrement must balance. */
     weft_sem_init(&nd->sem[0], 1);
     weft_sem_init(&nd->sem[1], 1);
     /* Published last: a stale handle sees the record closed until here. */
@@ -141,13 +142,13 @@ int weft__netfd_acquire(weft__netfd *nd, int kind)
 {
     if (!nd)
         return WEFT_EINVAL;
-    uint64_t s = atomic_fetch_add(&nd->state, 1);
-    if (s & WEFT__NETFD_CLOSED) {
-        /* Closed: nothing of the record may be touched but the count, which
-         * the closer's final release no longer reads. */
-        atomic_fetch_sub(&nd->state, 1);
-        return WEFT_ECLOSED;
-    }
+    /* A closed record is never counted up again: a reference taken after
+     * the close bit would race with the release that finishes it. */
+    uint64_t s = atomic_load(&nd->state);
+    do {
+        if (s & WEFT__NETFD_CLOSED)
+            return WEFT_ECLOSED;
+    } while (!atomic_compare_exchange_weak(&nd->state, &s, s + 1));
     if (nd->kind != kind) {
         weft__netfd_release(nd);
         return WEFT_EINVAL;

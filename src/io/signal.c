@@ -42,12 +42,16 @@ typedef struct sig_record {
     weft_ctx *ctx;
     bool linked;                      /* in records; under sig_lock */
     size_t n;
+    uint64_t *seen;                   /* delivered[signums[i]] at creation */
     int signums[];
 } sig_record;
 
 static int sig_fd = -1;
 static pthread_once_t sig_fd_once = PTHREAD_ONCE_INIT;
 static _Atomic uint8_t pending[NSIG];
+/* Deliveries of each signal so far; a context is cancelled only by a
+ * delivery that came after it was made. */
+static _Atomic uint64_t delivered[NSIG];
 
 static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 static int catchers[NSIG];            /* live contexts naming each signal */
@@ -70,6 +74,7 @@ static void make_sig_fd(void)
 static void on_signal(int sig)
 {
     int saved_errno = errno;
+    atomic_fetch_add(&delivered[sig], 1);
     atomic_store(&pending[sig], 1);
     uint64_t one = 1;
     ssize_t r = write(sig_fd, &one, sizeof one);
@@ -77,10 +82,11 @@ static void on_signal(int sig)
     errno = saved_errno;
 }
 
-static bool record_names(const sig_record *r, int sig)
+/* True when sig was delivered since r was made. */
+static bool record_hit(const sig_record *r, int sig, uint64_t count)
 {
     for (size_t i = 0; i < r->n; i++)
-        if (r->signums[i] == sig)
+        if (r->signums[i] == sig && count > r->seen[i])
             return true;
     return false;
 }
@@ -102,9 +108,10 @@ static void on_sig_fd(uv_poll_t *h, int status, int events)
     for (int sig = 1; sig < NSIG; sig++) {
         if (!atomic_exchange(&pending[sig], 0))
             continue;
+        uint64_t count = atomic_load(&delivered[sig]);
         pthread_mutex_lock(&sig_lock);
         for (sig_record *r = records; r; r = r->next)
-            if (record_names(r, sig))
+            if (record_hit(r, sig, count))
                 weft_ctx_cancel(r->ctx);
         pthread_mutex_unlock(&sig_lock);
     }
@@ -214,10 +221,13 @@ weft_ctx *weft_ctx_with_signals(weft_ctx *parent, const int *signums, size_t n)
     if (sig_fd < 0)
         return NULL;
 
-    sig_record *r = calloc(1, sizeof *r + n * sizeof r->signums[0]);
+    /* One block: the record, its signal numbers, then the counts seen. */
+    size_t ints = (n + 1) & ~(size_t)1;
+    sig_record *r = calloc(1, sizeof *r + ints * sizeof(int) + n * sizeof(uint64_t));
     if (!r)
         return NULL;
     r->n = n;
+    r->seen = (uint64_t *)(void *)&r->signums[ints];
     for (size_t i = 0; i < n; i++)
         r->signums[i] = signums[i];
     weft_ctx *ctx = weft__ctx_with_release_hook(parent, release_record, r);
@@ -234,6 +244,7 @@ weft_ctx *weft_ctx_with_signals(weft_ctx *parent, const int *signums, size_t n)
     pthread_mutex_lock(&sig_lock);
     for (size_t i = 0; i < n; i++) {
         int sig = signums[i];
+        r->seen[i] = atomic_load(&delivered[sig]);
         if (catchers[sig]++ == 0 && sigaction(sig, &sa, &saved[sig]) != 0) {
             catchers[sig]--;
             uncatch(r, i);
