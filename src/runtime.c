@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "debug/overflow.h"
 #include "io/io_internal.h"
 #include "io/netpoll.h"
 #include "sched/sched.h"
@@ -264,6 +265,7 @@ int weft_init(const weft_config *cfg)
         return err < 0 && err != WEFT_ENOMEM ? WEFT_ENOMEM : err;
     }
     weft__signal_quit_dump(debug_switch("dump=sigquit"));
+    weft__overflow_handler_install();
     weft__gate_open();
     pthread_mutex_unlock(&life_lock);
     return 0;
@@ -286,6 +288,7 @@ int weft_shutdown(void)
     weft__poller_term();
     weft__netpoll_term();
     weft__signal_quit_dump(false);
+    weft__overflow_handler_restore();
     /* No P or loop thread runs now, so the pools' per-P caches can be
      * emptied; free_fn runs on this thread. */
     weft__pool_shutdown();
@@ -305,6 +308,9 @@ static void main_coroutine(void *arg)
 {
     main_call *mc = arg;
     mc->result = mc->fn(mc->arg);
+    /* Coroutines left parked now are abandoned by the shutdown that
+     * follows, not deadlocked. */
+    atomic_store(&weft__rt.detect_deadlock, false);
     weft_wg_done(&mc->done);
 }
 

@@ -2,8 +2,9 @@
  * Context switches and stacks. Floating-point control state and errno
  * belong to each coroutine across switches and migrations. A new coroutine
  * inherits its spawner's floating-point state. Stacks are reused, stack
- * sizes are honoured, a guard page turns an overflow into a fault, and
- * guarded stacks do not use up the kernel's mapping limit.
+ * sizes are honoured, and guarded stacks do not use up the kernel's
+ * mapping limit. test_overflow.c covers what happens when a coroutine
+ * overflows its stack.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -270,82 +271,6 @@ static void test_stack_sizes_honoured(void **state)
     assert_int_equal(weft_shutdown(), 0);
 }
 
-static int overflow_main(void *arg)
-{
-    (void)arg;
-    deep d = { .bytes = 1024 * 1024 };
-    weft_go_opts opts = { .stack_size = 64 * 1024 };
-    weft_wg_add(&d.wg, 1);
-    weft_go_with(go_deep, &d, &opts);
-    weft_wg_wait(&d.wg);
-    return 0; /* not reached: the overflow faults first */
-}
-
-/* A frame much larger than the guard page. Compiled with stack-clash
- * protection (the library's interface adds it), the frame is probed page by
- * page and the probe hits the guard. */
-__attribute__((noinline)) static int big_frame(int seed)
-{
-    volatile char block[100 * 1024];
-    block[0] = (char)seed;
-    block[sizeof block - 1] = (char)seed;
-    return block[0] + block[sizeof block - 1];
-}
-
-static void run_big_frame(void *arg)
-{
-    deep *d = arg;
-    d->ok = big_frame((int)d->bytes) != 0;
-    weft_wg_done(&d->wg);
-}
-
-static int big_frame_main(void *arg)
-{
-    (void)arg;
-    deep d = { .bytes = 7 };
-    weft_go_opts opts = { .stack_size = 32 * 1024 };
-    weft_wg_add(&d.wg, 1);
-    weft_go_with(run_big_frame, &d, &opts);
-    weft_wg_wait(&d.wg);
-    return 0; /* not reached: the probe faults first */
-}
-
-/* Run weft_main(main_fn) in a child and assert that it dies of SIGSEGV. */
-static void assert_child_segfaults(int (*main_fn)(void *))
-{
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* No core file for the expected crash. */
-        struct rlimit no_core = { 0, 0 };
-        setrlimit(RLIMIT_CORE, &no_core);
-        signal(SIGSEGV, SIG_DFL);
-        _exit(weft_main(main_fn, NULL) == 0 ? 0 : 3);
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGSEGV);
-}
-
-static void test_big_frame_hits_guard(void **state)
-{
-    (void)state;
-#if TEST_SANITIZED
-    skip(); /* the sanitizers report the overflow in their own way */
-#endif
-    assert_child_segfaults(big_frame_main);
-}
-
-static void test_guard_page_faults(void **state)
-{
-    (void)state;
-#if TEST_SANITIZED
-    skip(); /* the sanitizers report the overflow in their own way */
-#endif
-    assert_child_segfaults(overflow_main);
-}
-
 static int count_maps(void)
 {
     FILE *f = fopen("/proc/self/maps", "r");
@@ -410,8 +335,6 @@ int main(void)
         cmocka_unit_test(test_errno_kept_by_successful_calls),
         cmocka_unit_test(test_stacks_are_reused),
         cmocka_unit_test(test_stack_sizes_honoured),
-        cmocka_unit_test(test_guard_page_faults),
-        cmocka_unit_test(test_big_frame_hits_guard),
         cmocka_unit_test(test_maps_per_coroutine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,6 +22,9 @@
  *
  * Invariants: a stack is in exactly one place: a coroutine, one cache list
  * or one pool list. Slabs are unmapped only by weft__stacks_term.
+ * In builds with <valgrind/valgrind.h>, a stack is registered with
+ * Valgrind when it first runs and stays registered until its slab is
+ * unmapped.
  * Locking: one mutex (pool_lock) guards every class, its lists and the slab
  * registry. Caches are owned by their P and need no lock. The MADV_DONTNEED
  * calls that cool stacks are made outside the lock.
@@ -39,6 +42,10 @@
 #include <unistd.h>
 
 #include "../sanitizer.h"
+
+#ifdef WEFT_HAVE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* Linux 6.13 uapi value */
@@ -62,6 +69,7 @@ typedef struct slab {
     char *base;            /* mapping start */
     size_t bytes;          /* mapping length */
     weft__stack *descs;    /* one descriptor per slot */
+    size_t nstacks;        /* slots, and entries of descs */
 } slab;
 
 struct weft__stack_class {
@@ -121,6 +129,36 @@ static void publish_warm(weft__stack_class *c)
         atomic_store_explicit(&pool_warm, c->warm.n, memory_order_relaxed);
 }
 
+/* Tell Valgrind that s is a stack, so that it takes a switch to s for a
+ * change of stacks. Otherwise memcheck treats a move of the stack pointer
+ * by less than 2,000,000 bytes (its --max-stackframe default) as one huge
+ * frame, marks the memory in between as unaddressable and reports every
+ * access to another coroutine's stack. Outside Valgrind the request costs
+ * a few instructions. */
+static void valgrind_register(weft__stack *s)
+{
+#ifdef WEFT_HAVE_VALGRIND
+    if (!s->valgrind_registered) {
+        s->valgrind_id = VALGRIND_STACK_REGISTER(s->lo, s->lo + s->size - 1);
+        s->valgrind_registered = true;
+    }
+#else
+    (void)s;
+#endif
+}
+
+static void valgrind_deregister(weft__stack *s)
+{
+#ifdef WEFT_HAVE_VALGRIND
+    if (s->valgrind_registered) {
+        VALGRIND_STACK_DEREGISTER(s->valgrind_id);
+        s->valgrind_registered = false;
+    }
+#else
+    (void)s;
+#endif
+}
+
 size_t weft__stack_round(size_t size)
 {
     size_t page = page_size ? page_size : (size_t)sysconf(_SC_PAGESIZE);
@@ -159,6 +197,8 @@ void weft__stacks_term(void)
     while (slabs) {
         slab *s = slabs;
         slabs = s->next;
+        for (size_t i = 0; i < s->nstacks; i++)
+            valgrind_deregister(&s->descs[i]);
         weft__asan_unpoison(s->base, s->bytes);
         munmap(s->base, s->bytes);
         free(s->descs);
@@ -231,6 +271,7 @@ static int slab_grow(weft__stack_class *c)
     s->base = base;
     s->bytes = bytes;
     s->descs = descs;
+    s->nstacks = n;
     s->next = slabs;
     slabs = s;
     for (size_t i = n; i-- > 0;) {
@@ -398,6 +439,7 @@ weft__stack *weft__stack_prefer_warm(weft__stack_cache *cache, weft__stack *s)
             weft__stack_guard_failed(s->lo - page_size);
         s->guarded = true;
     }
+    valgrind_register(s);
     s->touched = true;
     weft__asan_unpoison(s->lo, s->size);
     return s;

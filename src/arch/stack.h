@@ -31,6 +31,8 @@ typedef struct weft__stack {
     weft__stack_class *cls;    /* size class; fixed */
     bool touched;              /* a coroutine has run on it since last DONTNEED */
     bool guarded;              /* its guard page is installed */
+    bool valgrind_registered;  /* announced to Valgrind, as valgrind_id */
+    unsigned valgrind_id;      /* from VALGRIND_STACK_REGISTER */
 } weft__stack;
 
 /* A LIFO list of free stacks, linked through their descriptors. */

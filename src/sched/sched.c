@@ -75,6 +75,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../debug/overflow.h"
 #include "../sanitizer.h"
 #include "lock.h"
 #include "weft/debug.h"
@@ -234,7 +235,9 @@ void weft__fatal(const char *fmt, ...)
         fprintf(stderr, " (in coroutine %llu", (unsigned long long)g->id);
         if (g->name)
             fprintf(stderr, " \"%s\"", g->name);
-        if (g->file)
+        if (g->file && g->line == 0)
+            fprintf(stderr, ", spawned by %s", g->file);
+        else if (g->file)
             fprintf(stderr, ", spawned at %s:%d", g->file, g->line);
         fputc(')', stderr);
     }
@@ -1052,9 +1055,11 @@ static void post_switch(weft__p *p)
         g->stack = NULL;
         g->started = false;
         g_free(p, g);
+        /* Release: a caller that sees the count drop (weft_leakcheck,
+         * weft_num_coroutines) also sees what the coroutine wrote. */
         atomic_store_explicit(&p->st_exited,
                               atomic_load_explicit(&p->st_exited, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+                              memory_order_release);
         break;
     default:
         weft__fatal("coroutine switched away without a reason");
@@ -1391,6 +1396,7 @@ void weft__sched_yield(void)
 static void *p_main(void *arg)
 {
     weft__p *p = arg;
+    weft__overflow_altstack_install();
     p_self_set(p);
     /* Switches save and restore errno through this pointer, taken once
      * per thread. glibc declares __errno_location const, so a compiler may
@@ -1420,6 +1426,7 @@ static void *p_main(void *arg)
      * still be handing this P the spinning slot, and the count no longer
      * matters. */
     p_self_set(NULL);
+    weft__overflow_altstack_remove();
     return NULL;
 }
 
@@ -1514,7 +1521,7 @@ int64_t weft__sched_live(void)
     for (int i = 0; i < weft__rt.nprocs; i++) {
         weft__p *p = weft__rt.ps[i];
         n += atomic_load_explicit(&p->st_spawned, memory_order_relaxed);
-        n -= atomic_load_explicit(&p->st_exited, memory_order_relaxed);
+        n -= atomic_load_explicit(&p->st_exited, memory_order_acquire);
     }
     return n;
 }
