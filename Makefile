@@ -19,7 +19,8 @@ UCONTEXT_DIR ?= build-ucontext
 # Example programs that `make run` runs, by name under $(BUILD_DIR)/examples/.
 EXAMPLES     ?= hello parallel_sum pipeline fan_out fan_in worker_pool done_channel \
                 select_timeout prime_sieve goroutine_leak ctx_timeout errgroup_fetch \
-                sem_bound shared_map echo_server echo_client port_check word_count
+                sem_bound shared_map echo_server echo_client port_check word_count \
+                leak_hunt
 # Benchmark commands. `make run` skips BENCH_QUICK when its program is not built.
 BENCH_QUICK  ?= $(BUILD_DIR)/bench/weft-bench --quick
 BENCH_FULL   ?= $(BUILD_DIR)/bench/weft-bench

@@ -3,9 +3,11 @@
 # install the missing ones with apt-get when running as root.
 #
 # Usage: scripts/deps.sh [--bench]
-#   --bench   also look for the Go toolchain, which the benchmark uses for
-#             its Go comparison. Go is optional: it is installed only when
-#             WITH_GO=1 is set in the environment.
+#   (none)    what the build and the test suite need, gdb and valgrind
+#             included (the suite's gdb helper and valgrind tests use them).
+#   --bench   what `make run` needs instead: no gdb or valgrind, and the Go
+#             toolchain for the benchmark's Go comparison. Go is optional: it
+#             is installed only when WITH_GO=1 is set in the environment.
 #
 # Does nothing and exits 0 quickly when everything is present. As a non-root
 # user it never installs anything: it prints the sudo command and exits 1.
@@ -115,6 +117,20 @@ find_missing() {
         problems+=("pkg-config not found")
         deb_installed libuv1-dev || missing+=(libuv1-dev)
         deb_installed libcmocka-dev || missing+=(libcmocka-dev)
+    fi
+
+    # The test suite drives gdb (the coroutine helper script) and valgrind
+    # (stack registration); without them those tests report themselves
+    # skipped, so the test targets install them.
+    if [ "$want_bench" = 0 ]; then
+        if ! command -v gdb >/dev/null 2>&1; then
+            missing+=(gdb)
+            problems+=("gdb not found (used by the gdb helper test)")
+        fi
+        if ! command -v valgrind >/dev/null 2>&1 || [ ! -f /usr/include/valgrind/valgrind.h ]; then
+            missing+=(valgrind)
+            problems+=("valgrind or its header not found (used by the valgrind tests)")
+        fi
     fi
 
     if [ "$want_bench" = 1 ] && [ "$with_go" = 1 ] && ! command -v go >/dev/null 2>&1; then
