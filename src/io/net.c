@@ -504,6 +504,7 @@ ssize_t weft_conn_read(weft_ctx *ctx, weft_conn *c, void *buf, size_t len)
     if (err)
         return err;
     ssize_t result = 0;
+    bool waited = false;
     while (len > 0) {
         ssize_t n = read(nd->fd, buf, len);
         if (n >= 0) {
@@ -521,8 +522,15 @@ ssize_t weft_conn_read(weft_ctx *ctx, weft_conn *c, void *buf, size_t len)
             result = err;
             break;
         }
+        waited = true;
     }
     op_end(nd, WEFT__DIR_READ);
+    /* Data that was there without waiting lets a busy connection's
+     * coroutine loop without ever parking, and with no preemption it would
+     * keep its P from every other connection. Yielding (free when nothing
+     * else is queued) sends it to the back of the queue. */
+    if (result > 0 && !waited)
+        weft_yield();
     return result;
 }
 

@@ -483,8 +483,9 @@ static weft__g *runq_steal(weft__p *p, weft__p *victim, bool take_next)
     if (n == 0)
         return NULL;
     atomic_fetch_add_explicit(&p->st_steals, 1, memory_order_relaxed);
-    /* p's own queue is empty here (we only steal when it is), so the rest
-     * of the batch fits. */
+    /* p's own queue is usually empty here, because p steals when it has
+     * run out of work. Stealing from a stalled P is the exception: then
+     * runq_put moves what does not fit to the global queue. */
     for (uint32_t i = 1; i < n; i++)
         runq_put(p, batch[i], false);
     return batch[0];
@@ -701,13 +702,14 @@ static void check_deadlock(weft__p *p)
     abort();
 }
 
-/* Poll the sockets without blocking, when operations wait and no P blocks
- * in the poller (that one gets the events). The woken go to p's local
- * queue. Returns true when some were woken. Owner of p. */
-static bool poll_network(void)
+/* Poll the sockets without blocking, when operations wait. Unless always
+ * is set, not while a P blocks in the poller, because that one gets the
+ * events. The woken go to p's local queue. Returns true when some were
+ * woken. Owner of p. */
+static bool poll_network(bool always)
 {
     if (atomic_load_explicit(&weft__netpoll_nwait, memory_order_relaxed) == 0 ||
-        atomic_load_explicit(&weft__netpoll_blocked, memory_order_relaxed) != 0 ||
+        (!always && atomic_load_explicit(&weft__netpoll_blocked, memory_order_relaxed) != 0) ||
         atomic_load_explicit(&weft__netpoll_by_loop, memory_order_relaxed))
         return false;
     weft__parker *woken[WEFT__NETPOLL_MAX];
@@ -792,7 +794,7 @@ top:
      * loop thread's wakeup and the hand-off through the global queue. */
     if (run_due_timers() && (g = pick_local(p)))
         return g;
-    if (poll_network() && (g = pick_local(p)))
+    if (poll_network(false) && (g = pick_local(p)))
         return g;
 
     /* Spin: limit spinners to half the busy Ps, as stealing from a P that
@@ -1013,6 +1015,28 @@ static inline void prepare_run(weft__p *p, weft__g *g)
                           memory_order_relaxed);
 }
 
+/* Take half the queue of a P that has not switched since p's previous
+ * check, GLOBAL_CHECK_ROUNDS rounds ago: its thread is descheduled by the
+ * kernel or runs one coroutine that does not yield, and without
+ * preemption its queued coroutines would wait for it. Idle Ps steal only
+ * when they run out of work, which a busy p never does. Owner of p. */
+static void steal_from_stalled(weft__p *p)
+{
+    for (int i = 0; i < weft__rt.nprocs; i++) {
+        weft__p *v = weft__rt.ps[i];
+        if (v == p)
+            continue;
+        int64_t switches = atomic_load_explicit(&v->st_switches, memory_order_relaxed);
+        bool stalled = switches == p->seen_switches[i];
+        p->seen_switches[i] = switches;
+        if (!stalled || runq_empty(v))
+            continue;
+        weft__g *g = runq_steal(p, v, false);
+        if (g)
+            runq_put(p, g, false);
+    }
+}
+
 /* Carry out the post action the previous G left on p. */
 static void post_switch(weft__p *p)
 {
@@ -1068,7 +1092,10 @@ static void post_switch(weft__p *p)
         p->timers_check = false;
         p->clock = weft__coarse_now();
         run_due_timers();
-        poll_network();
+        /* Even while another P blocks in the poller: its thread may wait
+         * for a CPU for milliseconds after the kernel woke it. */
+        poll_network(true);
+        steal_from_stalled(p);
     }
 }
 
@@ -1453,13 +1480,18 @@ int weft__sched_init(int nprocs, size_t stack_size, bool force_mprotect)
             return -ENOMEM;
         }
         memset(p, 0, sizeof *p);
+        weft__rt.ps[i] = p;
+        p->seen_switches = calloc((size_t)nprocs, sizeof *p->seen_switches);
+        if (!p->seen_switches) {
+            weft__sched_term();
+            return -ENOMEM;
+        }
         p->id = i;
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         p->rng = seed | 1;
         p->global_countdown = GLOBAL_CHECK_ROUNDS;
-        weft__rt.ps[i] = p;
     }
     atomic_store(&weft__rt.running, 1);
     for (int i = 0; i < nprocs; i++) {
@@ -1507,8 +1539,11 @@ void weft__sched_term(void)
         free(c);
     }
     if (weft__rt.ps) {
-        for (int i = 0; i < weft__rt.nprocs; i++)
+        for (int i = 0; i < weft__rt.nprocs; i++) {
+            if (weft__rt.ps[i])
+                free(weft__rt.ps[i]->seen_switches);
             free(weft__rt.ps[i]);
+        }
         free(weft__rt.ps);
     }
     weft__rt.ps = NULL;

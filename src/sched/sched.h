@@ -157,6 +157,8 @@ typedef struct weft__p {
      * and after an idle sleep; parks stamp it into wait_since. */
     int64_t clock;
     _Atomic(struct weft__g *) running; /* curg, for weft_dump */
+    /* Per other P: its switch count at this P's last stall check. */
+    int64_t *seen_switches;
     void *g0_stack_lo;           /* AddressSanitizer: thread stack bounds */
     size_t g0_stack_size;
     void *g0_fake_stack;
