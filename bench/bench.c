@@ -12,6 +12,15 @@
  * runtime's memory out of another's RSS reading, and every run starts
  * cold: no warm-up, no cached stacks from an earlier run.
  *
+ * The tcp-echo workload runs two processes per measurement. The echo
+ * server ("weft-bench --server IMPL tcp-echo", or the Go program with
+ * -workload tcp-echo) prints "port N". The driver then runs the load
+ * generator ("weft-bench --loadgen PORT CONNECTIONS MESSAGES") against
+ * that port, and stops the server by closing its standard input. A server
+ * that does not print its port, or does not exit after its stdin closes,
+ * is killed within a timeout and its cell marked FAIL, as is a generator
+ * that outlives --timeout.
+ *
  * Runs are interleaved (workload, then repetition, then implementation),
  * so a burst of load from other users of the machine spreads over all
  * implementations instead of landing on one.
@@ -51,9 +60,15 @@
 #define MAX_ROWS 24
 #define DEFAULT_TIMEOUT_S 120
 #define GO_BUILD_TIMEOUT_S 300
+/* Time an echo server gets to print its port, and to exit once its
+ * standard input has closed. */
+#define SERVER_START_TIMEOUT_S 10
+#define SERVER_STOP_TIMEOUT_S 10
 
-enum impl { IMPL_WEFT, IMPL_PTHREADS, IMPL_GO, IMPL_COUNT };
-static const char *const impl_names[IMPL_COUNT] = { "weft", "pthreads", "go" };
+/* libuv runs only the tcp-echo workload. */
+enum impl { IMPL_WEFT, IMPL_PTHREADS, IMPL_GO, IMPL_LIBUV, IMPL_COUNT };
+static const char *const impl_names[IMPL_COUNT] = { "weft", "pthreads", "go",
+                                                    "libuv" };
 
 /* One line of the result table and the measurements behind it. */
 typedef struct row {
@@ -66,6 +81,13 @@ typedef struct row {
                                      * meaning per workload is in bench.h */
     double scale[IMPL_COUNT];       /* multiplies each child result */
     const char *note;               /* what differs between the columns */
+    const char *key;                /* the child's output line to read:
+                                     * "result", or "p50" and "p99" */
+    bool server;                    /* runs an echo server and the load
+                                     * generator; shown in the I/O table */
+    bool shares_runs;               /* takes its values from the runs of
+                                     * the row above instead of its own */
+    bool higher_is_better;          /* a rate: the ratios are inverted */
 
     double values[IMPL_COUNT][MAX_REPS];
     int nvalues[IMPL_COUNT];
@@ -141,6 +163,18 @@ int64_t rwmutex_writes_per_task(int64_t ops)
     return (ops + RWMUTEX_WRITE_EVERY - 1) / RWMUTEX_WRITE_EVERY;
 }
 
+void bench_wait_stdin_eof(void)
+{
+    char buf[256];
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+    }
+}
+
 void bench_fail(const char *fmt, ...)
 {
     va_list ap;
@@ -189,7 +223,51 @@ static int child_main(int argc, char **argv)
     return 0;
 }
 
+/* Run an echo server until standard input closes:
+ * "weft-bench --server IMPL tcp-echo". */
+static int server_main(int argc, char **argv)
+{
+    if (argc != 4 || strcmp(argv[3], "tcp-echo") != 0)
+        bench_fail("usage: weft-bench --server weft|pthreads|libuv tcp-echo");
+    if (strcmp(argv[2], "weft") == 0)
+        return weft_echo_server();
+    if (strcmp(argv[2], "pthreads") == 0)
+        return pthread_echo_server();
+    if (strcmp(argv[2], "libuv") == 0)
+        return libuv_echo_server();
+    bench_fail("unknown server implementation \"%s\" (expected weft, "
+               "pthreads or libuv)", argv[2]);
+}
+
+/* Drive an echo server: "weft-bench --loadgen PORT CONNECTIONS MESSAGES". */
+static int loadgen_main(int argc, char **argv)
+{
+    int64_t port, connections, messages;
+    if (argc != 5 || !parse_count(argv[2], &port) || port > 65535 ||
+        !parse_count(argv[3], &connections) ||
+        !parse_count(argv[4], &messages))
+        bench_fail("usage: weft-bench --loadgen PORT CONNECTIONS MESSAGES "
+                   "(positive integers, PORT at most 65535)");
+    return loadgen_run((int)port, connections, messages);
+}
+
 /* ---- running child processes -------------------------------------------- */
+
+/* Return true for a child that exited with status 0, else false with the
+ * reason in why. */
+static bool exit_status_ok(int status, char *why, size_t why_size)
+{
+    if (WIFSIGNALED(status)) {
+        snprintf(why, why_size, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+        return false;
+    }
+    if (WEXITSTATUS(status) != 0) {
+        snprintf(why, why_size, "exited with status %d", WEXITSTATUS(status));
+        return false;
+    }
+    return true;
+}
 
 /* Run argv (in dir, when not NULL) with stdout captured into out, killing
  * it after timeout_s seconds. stderr passes through. Returns true when the
@@ -282,13 +360,154 @@ static bool run_process(char *const argv[], const char *dir, int timeout_s,
         snprintf(why, why_size, "timed out after %d s and was killed", timeout_s);
         return false;
     }
-    if (WIFSIGNALED(status)) {
-        snprintf(why, why_size, "killed by signal %d (%s)", WTERMSIG(status),
-                 strsignal(WTERMSIG(status)));
+    return exit_status_ok(status, why, why_size);
+}
+
+/* ---- echo server processes ---------------------------------------------- */
+
+/* A running echo server: its process, the write end of the pipe on its
+ * standard input and the read end of the pipe on its standard output. */
+typedef struct server_process {
+    pid_t pid;
+    int stdin_fd;
+    int stdout_fd;
+} server_process;
+
+/* Start argv with pipes on its stdin and stdout; stderr passes through. */
+static bool server_start(char *const argv[], server_process *server,
+                         char *why, size_t why_size)
+{
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0) {
+        snprintf(why, why_size, "pipe failed: %s", strerror(errno));
         return false;
     }
-    if (WEXITSTATUS(status) != 0) {
-        snprintf(why, why_size, "exited with status %d", WEXITSTATUS(status));
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        snprintf(why, why_size, "pipe failed: %s", strerror(errno));
+        close(in[0]);
+        close(in[1]);
+        return false;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(why, why_size, "fork failed: %s", strerror(errno));
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        return false;
+    }
+    if (pid == 0) {
+        /* dup2 clears O_CLOEXEC on the copies the server keeps. */
+        dup2(in[0], STDIN_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        execv(argv[0], argv);
+        fprintf(stderr, "weft-bench: error: cannot run %s: %s\n", argv[0],
+                strerror(errno));
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    *server = (server_process){ .pid = pid, .stdin_fd = in[1],
+                                .stdout_fd = out[0] };
+    return true;
+}
+
+/* Read the server's first line, "port N". Returns the port, or -1 with the
+ * reason in why when the server prints something else, closes its stdout
+ * or takes longer than SERVER_START_TIMEOUT_S. */
+static int server_read_port(const server_process *server, char *why,
+                            size_t why_size)
+{
+    char line[256];
+    size_t used = 0;
+    int64_t deadline = bench_now_ns() + (int64_t)SERVER_START_TIMEOUT_S *
+                                            1000000000;
+    for (;;) {
+        char *newline = memchr(line, '\n', used);
+        if (newline) {
+            int port;
+            char extra;
+            *newline = '\0';
+            if (sscanf(line, "port %d%c", &port, &extra) == 1 && port > 0 &&
+                port <= 65535)
+                return port;
+            snprintf(why, why_size, "the server printed \"%.64s\" where "
+                     "\"port N\" was expected", line);
+            return -1;
+        }
+        if (used == sizeof line - 1) {
+            snprintf(why, why_size, "the server's first line is longer than "
+                     "%zu bytes", sizeof line - 1);
+            return -1;
+        }
+        int64_t left_ms = (deadline - bench_now_ns()) / 1000000;
+        if (left_ms <= 0) {
+            snprintf(why, why_size, "the server did not print its port "
+                     "within %d s", SERVER_START_TIMEOUT_S);
+            return -1;
+        }
+        struct pollfd pfd = { .fd = server->stdout_fd, .events = POLLIN };
+        int ready = poll(&pfd, 1, (int)left_ms);
+        if (ready <= 0)
+            continue;
+        ssize_t n = read(server->stdout_fd, line + used,
+                         sizeof line - 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(why, why_size, "the server closed its stdout before "
+                     "printing its port");
+            return -1;
+        }
+        used += (size_t)n;
+    }
+}
+
+/* Close the server's stdin, at whose end of file the server exits, and
+ * wait for it. A server still running after SERVER_STOP_TIMEOUT_S is
+ * killed. With kill_now, the run has already failed and the server is
+ * killed at once. Returns true when the server exited with status 0. */
+static bool server_stop(server_process *server, bool kill_now, char *why,
+                        size_t why_size)
+{
+    close(server->stdin_fd);
+    if (kill_now)
+        kill(server->pid, SIGKILL);
+    int64_t deadline = bench_now_ns() + (int64_t)SERVER_STOP_TIMEOUT_S *
+                                            1000000000;
+    bool timed_out = false;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(server->pid, &status, WNOHANG);
+        if (r == server->pid)
+            break;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(why, why_size, "waitpid failed: %s", strerror(errno));
+            close(server->stdout_fd);
+            return false;
+        }
+        if (!timed_out && bench_now_ns() >= deadline) {
+            timed_out = true;
+            kill(server->pid, SIGKILL);
+        }
+        usleep(1000);
+    }
+    close(server->stdout_fd);
+    if (kill_now)
+        return false;
+    if (timed_out) {
+        snprintf(why, why_size, "the server did not exit within %d s of its "
+                 "stdin closing and was killed", SERVER_STOP_TIMEOUT_S);
+        return false;
+    }
+    char status_why[128];
+    if (!exit_status_ok(status, status_why, sizeof status_why)) {
+        snprintf(why, why_size, "the server %s", status_why);
         return false;
     }
     return true;
@@ -370,6 +589,7 @@ static void row_set(row *r, const char *label, const char *workload,
     for (int i = 0; i < IMPL_COUNT; i++)
         r->scale[i] = 1.0;
     r->note = note;
+    r->key = "result";
 }
 
 /* Append the rows of the sync and context workloads after rows[n - 1] and
@@ -437,6 +657,51 @@ static int rows_init_sync(row *rows, int n, const options *opt, int timing_reps)
             "it, check its error and release it. pthreads has no context, "
             "so it allocates, cancels and frees a flag with a mutex and a "
             "condition variable, which has no parent or children.");
+    return n;
+}
+
+/* Append the tcp-echo rows after rows[n - 1] and return the new row count.
+ * One set of runs fills all three: messages per second, then the median
+ * and 99th percentile round trip. Quick mode sends 500 messages per
+ * connection instead of 10,000. */
+static int rows_init_io(row *rows, int n, const options *opt, int timing_reps)
+{
+    int64_t connections = 100;
+    int64_t messages = opt->quick ? 500 : 10000;
+    static const struct {
+        const char *label, *key, *unit;
+    } metrics[] = {
+        { "tcp echo", "result", "msg/s" },
+        { "tcp echo p50", "p50", "us" },
+        { "tcp echo p99", "p99", "us" },
+    };
+    for (size_t i = 0; i < sizeof metrics / sizeof metrics[0]; i++) {
+        row *r = &rows[n++];
+        row_set(r, metrics[i].label, "tcp-echo", metrics[i].unit, timing_reps,
+                messages, messages, messages, NULL);
+        r->count[IMPL_LIBUV] = messages;
+        r->param = connections;
+        r->key = metrics[i].key;
+        r->server = true;
+        r->shares_runs = i > 0;
+    }
+    rows[n - 3].higher_is_better = true;
+    rows[n - 3].note =
+        opt->quick
+            ? "tcp echo: one load generator (2 threads, epoll) keeps 100 "
+              "connections to an echo server on 127.0.0.1, each sending 500 "
+              "messages of 64 bytes one at a time, waiting for each echo. "
+              "weft runs a coroutine per connection, pthreads a thread per "
+              "connection, libuv one thread with one loop, Go a goroutine "
+              "per connection. Round-trip latency p50 and p99 in "
+              "microseconds."
+            : "tcp echo: one load generator (2 threads, epoll) keeps 100 "
+              "connections to an echo server on 127.0.0.1, each sending "
+              "10,000 messages of 64 bytes one at a time, waiting for each "
+              "echo. weft runs a coroutine per connection, pthreads a thread "
+              "per connection, libuv one thread with one loop, Go a "
+              "goroutine per connection. Round-trip latency p50 and p99 in "
+              "microseconds.";
     return n;
 }
 
@@ -542,6 +807,7 @@ static int rows_init(row *rows, const options *opt)
                   "node and its time is multiplied by 100.");
     rows[n++].scale[IMPL_PTHREADS] = (double)leaves / (double)pthread_leaves;
     n = rows_init_sync(rows, n, opt, timing_reps);
+    n = rows_init_io(rows, n, opt, timing_reps);
 
     if (opt->only) {
         int selected = 0;
@@ -621,20 +887,60 @@ static const char *ratio_text(const row *r, int other, char *buf, size_t size)
     if (weft < 0 || base <= 0)
         return "n/a";
     /* Two significant digits for small ratios, so 0.0027 does not print
-     * as 0.00. */
-    double ratio = weft / base;
+     * as 0.00. A rate's ratio is inverted, so that below 1 still means
+     * that weft is faster: the other's rate over weft's is weft's time per
+     * message over the other's. */
+    if (r->higher_is_better && weft <= 0)
+        return "n/a";
+    double ratio = r->higher_is_better ? base / weft : weft / base;
     snprintf(buf, size, ratio >= 0.1 ? "%.2f" : "%.2g", ratio);
     return buf;
+}
+
+/* The columns of the main table; libuv is in the I/O table only. */
+static const int main_impls[] = { IMPL_WEFT, IMPL_PTHREADS, IMPL_GO };
+#define MAIN_IMPLS (sizeof main_impls / sizeof main_impls[0])
+
+/* Print the server rows: every implementation and a ratio for each. */
+static void print_io_table(const row *rows, int n)
+{
+    static const int impls[] = { IMPL_WEFT, IMPL_PTHREADS, IMPL_LIBUV, IMPL_GO };
+    char cell[32];
+    printf("\nI/O medians (ratio below 1: weft is faster; for msg/s the "
+           "ratio is the other's msg/s over weft's)\n");
+    printf("%-17s %-10s %10s %10s %10s %10s %14s %11s %8s\n", "workload",
+           "unit", "weft", "pthreads", "libuv", "go", "weft/pthreads",
+           "weft/libuv", "weft/go");
+    for (int i = 0; i < n; i++) {
+        const row *r = &rows[i];
+        if (!r->server)
+            continue;
+        printf("%-17s %-10s", r->label, r->unit);
+        for (size_t k = 0; k < sizeof impls / sizeof impls[0]; k++)
+            printf(" %10s", cell_text(r, impls[k], cell, sizeof cell));
+        printf(" %14s", ratio_text(r, IMPL_PTHREADS, cell, sizeof cell));
+        printf(" %11s", ratio_text(r, IMPL_LIBUV, cell, sizeof cell));
+        printf(" %8s\n", ratio_text(r, IMPL_GO, cell, sizeof cell));
+    }
 }
 
 static void print_table(const row *rows, int n)
 {
     char a[32], b[32], c[32], d[32], e[32];
-    printf("\nMedians (ratio below 1: weft is faster or smaller)\n");
-    printf("%-17s %-10s %10s %10s %10s %14s %8s\n", "workload", "unit", "weft",
-           "pthreads", "go", "weft/pthreads", "weft/go");
+    bool any_server = false, any_other = false;
+    for (int i = 0; i < n; i++) {
+        any_server |= rows[i].server;
+        any_other |= !rows[i].server;
+    }
+    if (any_other) {
+        printf("\nMedians (ratio below 1: weft is faster or smaller)\n");
+        printf("%-17s %-10s %10s %10s %10s %14s %8s\n", "workload", "unit",
+               "weft", "pthreads", "go", "weft/pthreads", "weft/go");
+    }
     for (int i = 0; i < n; i++) {
         const row *r = &rows[i];
+        if (r->server)
+            continue;
         printf("%-17s %-10s %10s %10s %10s %14s %8s\n", r->label, r->unit,
                cell_text(r, IMPL_WEFT, a, sizeof a),
                cell_text(r, IMPL_PTHREADS, b, sizeof b),
@@ -642,18 +948,21 @@ static void print_table(const row *rows, int n)
                ratio_text(r, IMPL_PTHREADS, d, sizeof d),
                ratio_text(r, IMPL_GO, e, sizeof e));
     }
+    if (any_server)
+        print_io_table(rows, n);
+
     bool any_page_tables = false;
     for (int i = 0; i < n; i++)
-        for (int impl = 0; impl < IMPL_COUNT; impl++)
-            any_page_tables |= row_page_tables(&rows[i], impl) >= 0;
+        for (size_t k = 0; k < MAIN_IMPLS; k++)
+            any_page_tables |= row_page_tables(&rows[i], main_impls[k]) >= 0;
     if (any_page_tables) {
         printf("\nPage tables per task (VmPTE growth, not part of VmRSS above)\n");
         for (int i = 0; i < n; i++) {
             if (strcmp(rows[i].workload, "memory") != 0)
                 continue;
             printf("%-17s %-10s", rows[i].label, "KiB/task");
-            for (int impl = 0; impl < IMPL_COUNT; impl++) {
-                double v = row_page_tables(&rows[i], impl);
+            for (size_t k = 0; k < MAIN_IMPLS; k++) {
+                double v = row_page_tables(&rows[i], main_impls[k]);
                 if (v >= 0)
                     printf(" %10.2f", v);
                 else
@@ -669,6 +978,8 @@ static void print_table(const row *rows, int n)
             printf("  %s\n", rows[i].note);
 }
 
+/* The libuv columns come last, after the columns that older versions of
+ * the harness wrote. */
 static bool write_csv(const char *path, const row *rows, int n)
 {
     FILE *f = fopen(path, "w");
@@ -679,7 +990,8 @@ static bool write_csv(const char *path, const row *rows, int n)
     }
     fprintf(f, "workload,unit,weft,pthreads,go,weft_over_pthreads,weft_over_go,"
                "runs,weft_count,pthreads_count,go_count,weft_page_tables,"
-               "pthreads_page_tables,go_page_tables\n");
+               "pthreads_page_tables,go_page_tables,libuv,weft_over_libuv,"
+               "libuv_count\n");
     for (int i = 0; i < n; i++) {
         const row *r = &rows[i];
         char a[32], b[32], c[32], d[32], e[32];
@@ -694,19 +1006,30 @@ static bool write_csv(const char *path, const row *rows, int n)
         for (int k = 0; k < 5; k++)
             fprintf(f, ",%s", strcmp(cells[k], "n/a") == 0 ? "" : cells[k]);
         fprintf(f, ",%d", r->reps);
-        for (int impl = 0; impl < IMPL_COUNT; impl++) {
-            if (r->count[impl] > 0)
-                fprintf(f, ",%lld", (long long)r->count[impl]);
+        for (size_t k = 0; k < MAIN_IMPLS; k++) {
+            if (r->count[main_impls[k]] > 0)
+                fprintf(f, ",%lld", (long long)r->count[main_impls[k]]);
             else
                 fprintf(f, ",");
         }
-        for (int impl = 0; impl < IMPL_COUNT; impl++) {
-            double v = row_page_tables(r, impl);
+        for (size_t k = 0; k < MAIN_IMPLS; k++) {
+            double v = row_page_tables(r, main_impls[k]);
             if (v >= 0)
                 fprintf(f, ",%.2f", v);
             else
                 fprintf(f, ",");
         }
+        const char *libuv_cells[2] = {
+            cell_text(r, IMPL_LIBUV, a, sizeof a),
+            ratio_text(r, IMPL_LIBUV, b, sizeof b),
+        };
+        for (int k = 0; k < 2; k++)
+            fprintf(f, ",%s",
+                    strcmp(libuv_cells[k], "n/a") == 0 ? "" : libuv_cells[k]);
+        if (r->count[IMPL_LIBUV] > 0)
+            fprintf(f, ",%lld", (long long)r->count[IMPL_LIBUV]);
+        else
+            fprintf(f, ",");
         fprintf(f, "\n");
     }
     bool ok = fclose(f) == 0;
@@ -757,6 +1080,22 @@ static void print_at_most_go(const row *rows, int n, const char *label)
     print_go_target(goal, row_find(rows, n, label), 1.0, "Go's median");
 }
 
+/* Print whether the rate row's weft median is at least the median of
+ * impl in the same run; source names that median. */
+static void print_rate_target(const char *goal, const row *r, int impl,
+                              const char *source)
+{
+    printf("  %-46s ", goal);
+    double weft = r ? row_median(r, IMPL_WEFT) : -1.0;
+    double other = r ? row_median(r, impl) : -1.0;
+    if (weft < 0 || other < 0) {
+        printf("not measured in this run\n");
+        return;
+    }
+    printf("%s: weft %.0f %s, at least %.0f (%s)\n",
+           weft >= other ? "met" : "MISSED", weft, r->unit, other, source);
+}
+
 /* The project's goals, checked against this run's medians. Limits taken
  * from Go use the Go median of the same run. */
 static void print_targets(const row *rows, int n)
@@ -788,6 +1127,13 @@ static void print_targets(const row *rows, int n)
     print_go_target("wg fan-out at most 0.6 of Go's time",
                     row_find(rows, n, "wg fan-out"), 0.6, "0.6 of Go's median");
     print_at_most_go(rows, n, "context cancel");
+    const row *echo = row_find(rows, n, "tcp echo");
+    print_rate_target("tcp echo msg/s at least Go's", echo, IMPL_GO,
+                      "Go's median");
+    print_rate_target("tcp echo msg/s at least libuv's", echo, IMPL_LIBUV,
+                      "libuv's median");
+    print_go_target("tcp echo p99 at most Go's", row_find(rows, n, "tcp echo p99"),
+                    1.0, "Go's median");
 }
 
 /* ---- driver ---------------------------------------------------------------- */
@@ -871,9 +1217,92 @@ static void print_machine(const options *opt)
            maxprocs ? maxprocs : "");
 }
 
+/* Find "key VALUE" at the start of a line of a child's output. */
+static bool output_value(const char *out, const char *key, double *value)
+{
+    size_t len = strlen(key);
+    const char *line = out;
+    while (*line) {
+        if (strncmp(line, key, len) == 0 && line[len] == ' ')
+            return sscanf(line + len + 1, "%lf", value) == 1;
+        const char *newline = strchr(line, '\n');
+        if (!newline)
+            break;
+        line = newline + 1;
+    }
+    return false;
+}
+
+/* The row after r's last row that shares r's runs. */
+static row *runs_end(row *r, const row *end)
+{
+    row *q = r + 1;
+    while (q < end && q->shares_runs)
+        q++;
+    return q;
+}
+
+/* Store the values that a run's output gives r and the rows that share
+ * its runs, and print them. Returns false, with the reason in why and
+ * nothing stored, when a value is missing. */
+static bool record_values(row *r, const row *end, int impl, const char *out,
+                          char *why, size_t why_size)
+{
+    row *last = runs_end(r, end);
+    double values[MAX_ROWS];
+    for (row *q = r; q < last; q++) {
+        if (!output_value(out, q->key, &values[q - r])) {
+            snprintf(why, why_size, "printed no %s line", q->key);
+            return false;
+        }
+    }
+    for (row *q = r; q < last; q++) {
+        double value = values[q - r] * q->scale[impl];
+        q->values[impl][q->nvalues[impl]++] = value;
+        if (q == r)
+            printf("%10.2f %s", value, q->unit);
+        else
+            printf(", %s %.2f %s", q->key, value, q->unit);
+    }
+    double page_tables;
+    if (output_value(out, "page_tables", &page_tables)) {
+        r->page_tables[impl][r->npage_tables[impl]++] = page_tables;
+        printf(" (page tables %.2f KiB/task)", page_tables);
+    }
+    printf("\n");
+    return true;
+}
+
+/* Join argv into one command line. */
+static void command_text(char *const argv[], char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (int i = 0; argv[i]; i++)
+        snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", i ? " " : "",
+                 argv[i]);
+}
+
+/* Report a failed run of r and impl and mark its cells, and those of the
+ * rows that share its runs, FAIL. */
+static void record_failure(row *r, const row *end, int impl, int rep,
+                           const char *why, const char *command)
+{
+    const char *maxprocs = getenv("WEFT_MAXPROCS");
+    printf("FAILED: %s\n", why);
+    fflush(stdout);
+    fprintf(stderr, "weft-bench: error: %s %s run %d %s; reproduce with: "
+                    "%s%s%s%s\n",
+            impl_names[impl], r->label, rep + 1, why,
+            maxprocs ? "WEFT_MAXPROCS=" : "", maxprocs ? maxprocs : "",
+            maxprocs ? " " : "", command);
+    for (row *q = r; q < runs_end(r, end); q++)
+        q->failed[impl] = true;
+}
+
 /* Run one child for row r and implementation impl, and record its value or
  * the failure. */
-static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
+static void run_one(row *r, const row *end, int impl, int rep,
+                    const char *self, int timeout_s)
 {
     char count[32], param[32], out[512], why[256];
     snprintf(count, sizeof count, "%lld", (long long)r->count[impl]);
@@ -906,38 +1335,74 @@ static void run_one(row *r, int impl, int rep, const char *self, int timeout_s)
     fflush(stdout);
     bool ok = run_process(child_argv, NULL, timeout_s, out, sizeof out, why,
                           sizeof why);
-    const char *line = strstr(out, "result ");
-    double value = 0;
-    if (ok && (!line || sscanf(line, "result %lf", &value) != 1)) {
-        ok = false;
-        snprintf(why, sizeof why, "printed no result line");
-    }
-    if (!ok) {
-        char command[PATH_MAX + 128] = "";
-        for (int i = 0; child_argv[i]; i++)
-            snprintf(command + strlen(command), sizeof command - strlen(command),
-                     "%s%s", i ? " " : "", child_argv[i]);
-        const char *maxprocs = getenv("WEFT_MAXPROCS");
-        printf("FAILED: %s\n", why);
-        fflush(stdout);
-        fprintf(stderr, "weft-bench: error: %s %s run %d %s; reproduce with: "
-                        "%s%s%s%s\n",
-                impl_names[impl], r->label, rep + 1, why,
-                maxprocs ? "WEFT_MAXPROCS=" : "", maxprocs ? maxprocs : "",
-                maxprocs ? " " : "", command);
-        r->failed[impl] = true;
+    if (ok && record_values(r, end, impl, out, why, sizeof why))
         return;
+    char command[PATH_MAX + 128];
+    command_text(child_argv, command, sizeof command);
+    record_failure(r, end, impl, rep, why, command);
+}
+
+/* Run one measurement of a server row: start impl's echo server, run the
+ * load generator against the port it prints, stop the server, and record
+ * the generator's values or the failure. r->count is the messages per
+ * connection and r->param the connections. */
+static void run_server_one(row *r, const row *end, int impl, int rep,
+                           const char *self, int timeout_s)
+{
+    char messages[32], connections[32], port_text[16], out[512];
+    char why[256] = "", stop_why[256] = "", run_why[256] = "";
+    snprintf(messages, sizeof messages, "%lld", (long long)r->count[impl]);
+    snprintf(connections, sizeof connections, "%lld", (long long)r->param);
+    char *server_argv[6];
+    if (impl == IMPL_GO) {
+        server_argv[0] = go_binary;
+        server_argv[1] = "-workload";
+        server_argv[2] = (char *)r->workload;
+        server_argv[3] = NULL;
+    } else {
+        server_argv[0] = (char *)self;
+        server_argv[1] = "--server";
+        server_argv[2] = (char *)impl_names[impl];
+        server_argv[3] = (char *)r->workload;
+        server_argv[4] = NULL;
     }
-    value *= r->scale[impl];
-    r->values[impl][r->nvalues[impl]++] = value;
-    printf("%10.2f %s", value, r->unit);
-    const char *page_line = strstr(out, "page_tables ");
-    double page_tables;
-    if (page_line && sscanf(page_line, "page_tables %lf", &page_tables) == 1) {
-        r->page_tables[impl][r->npage_tables[impl]++] = page_tables;
-        printf(" (page tables %.2f KiB/task)", page_tables);
+
+    printf("%-17s %-9s run %d/%d  n=%-8s ", r->label, impl_names[impl], rep + 1,
+           r->reps, messages);
+    fflush(stdout);
+    server_process server;
+    int port = -1;
+    bool started = server_start(server_argv, &server, why, sizeof why);
+    if (started)
+        port = server_read_port(&server, why, sizeof why);
+    snprintf(port_text, sizeof port_text, "%d", port > 0 ? port : 0);
+    char *loadgen_argv[] = { (char *)self, "--loadgen", port_text, connections,
+                             messages, NULL };
+
+    bool ok = port > 0;
+    if (ok) {
+        ok = run_process(loadgen_argv, NULL, timeout_s, out, sizeof out,
+                         run_why, sizeof run_why);
+        if (!ok)
+            snprintf(why, sizeof why, "the load generator %s", run_why);
     }
-    printf("\n");
+    if (started && !server_stop(&server, !ok, stop_why, sizeof stop_why) && ok) {
+        ok = false;
+        snprintf(why, sizeof why, "%s", stop_why);
+    }
+    if (ok && record_values(r, end, impl, out, run_why, sizeof run_why))
+        return;
+    if (ok)
+        snprintf(why, sizeof why, "the load generator %s", run_why);
+
+    char server_command[PATH_MAX + 64], loadgen_command[PATH_MAX + 128];
+    char command[2 * PATH_MAX + 256];
+    snprintf(port_text, sizeof port_text, "PORT");
+    command_text(server_argv, server_command, sizeof server_command);
+    command_text(loadgen_argv, loadgen_command, sizeof loadgen_command);
+    snprintf(command, sizeof command, "%s, then %s with the port it prints",
+             server_command, loadgen_command);
+    record_failure(r, end, impl, rep, why, command);
 }
 
 static void usage(FILE *out)
@@ -947,19 +1412,21 @@ static void usage(FILE *out)
         "                  [--timeout SECONDS] [--no-go]\n"
         "\n"
         "Runs the spawn, yield, skynet, memory, pingpong, chan, select, sleep,\n"
-        "skynet-chan, mutex, rwmutex, wg-fanout and context workloads on weft,\n"
-        "POSIX threads and Go (when go is on PATH), each run in a fresh\n"
-        "process, and prints the medians.\n"
+        "skynet-chan, mutex, rwmutex, wg-fanout, context and tcp-echo\n"
+        "workloads on weft, POSIX threads and Go (when go is on PATH), and\n"
+        "tcp-echo on a libuv server too, each run in a fresh process, and\n"
+        "prints the medians.\n"
         "\n"
         "  --quick          fewer repetitions, a shorter yield loop, no\n"
-        "                   1,000,000-coroutine memory row and a tenth of the\n"
+        "                   1,000,000-coroutine memory row, a tenth of the\n"
         "                   counts of the pingpong, chan, select, sleep,\n"
         "                   skynet-chan, mutex, rwmutex, wg-fanout and context\n"
-        "                   rows (under a minute)\n"
+        "                   rows, and 500 instead of 10,000 messages per\n"
+        "                   connection in tcp-echo (under a minute)\n"
         "  --reps N         runs per workload and implementation (1 to %d)\n"
         "  --only LIST      comma-separated workloads: spawn,yield,skynet,\n"
         "                   memory,pingpong,chan,select,sleep,skynet-chan,\n"
-        "                   mutex,rwmutex,wg-fanout,context\n"
+        "                   mutex,rwmutex,wg-fanout,context,tcp-echo\n"
         "  --csv PATH       CSV output (default %s/results-quick.csv\n"
         "                   or results-full.csv)\n"
         "  --timeout S      kill a run after S seconds (default %d)\n"
@@ -1019,6 +1486,10 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "--child") == 0)
         return child_main(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "--server") == 0)
+        return server_main(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "--loadgen") == 0)
+        return loadgen_main(argc, argv);
 
     options opt;
     if (!parse_options(argc, argv, &opt)) {
@@ -1037,7 +1508,7 @@ int main(int argc, char **argv)
         bench_fail("--only %s selects no workload (expected a comma-separated "
                    "list of spawn, yield, skynet, memory, pingpong, chan, "
                    "select, sleep, skynet-chan, mutex, rwmutex, wg-fanout, "
-                   "context)", opt.only);
+                   "context, tcp-echo)", opt.only);
 
     print_machine(&opt);
     bool go_ready = opt.use_go ? go_prepare() : false;
@@ -1047,16 +1518,23 @@ int main(int argc, char **argv)
 
     int64_t start = bench_now_ns();
     cpu_usage usage_before = cpu_usage_read();
+    const row *end = rows + nrows;
     for (int i = 0; i < nrows; i++) {
         row *r = &rows[i];
         if (!go_ready)
             r->count[IMPL_GO] = 0;
+        if (r->shares_runs)
+            continue;
         for (int rep = 0; rep < r->reps; rep++) {
             for (int impl = 0; impl < IMPL_COUNT; impl++) {
                 /* One failure is enough: later runs of the same cell would
                  * only repeat it, or its timeout. */
-                if (r->count[impl] > 0 && !r->failed[impl])
-                    run_one(r, impl, rep, self, opt.timeout_s);
+                if (r->count[impl] <= 0 || r->failed[impl])
+                    continue;
+                if (r->server)
+                    run_server_one(r, end, impl, rep, self, opt.timeout_s);
+                else
+                    run_one(r, end, impl, rep, self, opt.timeout_s);
             }
         }
     }

@@ -1,7 +1,8 @@
 /*
- * Declarations shared by the benchmark harness: the driver in bench.c and
- * the workload implementations for weft (weft_workloads.c) and for plain
- * POSIX threads (pthread_workloads.c).
+ * Declarations shared by the benchmark harness: the driver in bench.c, the
+ * workload implementations for weft (weft_workloads.c) and for plain POSIX
+ * threads (pthread_workloads.c), the libuv echo server (libuv_server.c) and
+ * the TCP load generator (loadgen.c).
  *
  * A workload runs once per process and returns one number in its raw unit:
  *   spawn        nanoseconds per task spawned and finished
@@ -27,6 +28,10 @@
  *                group, in rounds (count is the number of tasks)
  *   context      nanoseconds per cancelable context made, canceled and
  *                released (count is the number of contexts)
+ *   tcp-echo     messages per second through an echo server, measured by
+ *                the load generator, with the median and 99th percentile
+ *                round-trip latency in microseconds beside it (count is
+ *                the messages per connection)
  * Some workloads take a parameter besides the count, 0 meaning none:
  *   pingpong     processors: weft's maxprocs, Go's GOMAXPROCS, or the CPUs
  *                the pthreads process may run on
@@ -36,7 +41,9 @@
  *                to count is the uncontended case
  *   rwmutex      operations per task, so count / param tasks run
  *   wg-fanout    rounds: each spawns count / param tasks and waits for them
- * For these three, count must be a multiple of the parameter.
+ *   tcp-echo     connections
+ * For mutex, rwmutex and wg-fanout, count must be a multiple of the
+ * parameter.
  * Every implementation calls bench_fail on a wrong result or a failed call.
  */
 #ifndef WEFT_BENCH_H
@@ -62,6 +69,12 @@
  * otherwise. */
 #define RWMUTEX_WRITE_EVERY 100
 
+/* In the tcp-echo workload, each connection sends messages of
+ * ECHO_MESSAGE_BYTES bytes, one at a time, and waits for the echo of each
+ * before sending the next. LOADGEN_THREADS threads share the connections. */
+#define ECHO_MESSAGE_BYTES 64
+#define LOADGEN_THREADS 2
+
 /* The outcome of one workload run. */
 typedef struct bench_result {
     double value;            /* in the workload's unit, listed above */
@@ -74,6 +87,26 @@ bench_result weft_workload_run(const char *workload, int64_t count,
                                int64_t param);
 bench_result pthread_workload_run(const char *workload, int64_t count,
                                   int64_t param);
+
+/* Echo servers for the tcp-echo workload, one per implementation; the Go
+ * one is in bench/go. Each listens on 127.0.0.1 with a port the system
+ * picks, prints "port N" on stdout, and echoes every byte it reads on a
+ * connection back to that connection until standard input reaches end of
+ * file. Then it returns 0 with its connections still open, and the process
+ * exits. An error that only ends one connection is printed to stderr. */
+int weft_echo_server(void);
+int pthread_echo_server(void);
+int libuv_echo_server(void);
+
+/* Block the calling thread until standard input reaches end of file or
+ * fails. The driver stops an echo server by closing the server's stdin. */
+void bench_wait_stdin_eof(void);
+
+/* The tcp-echo load generator: open connections to 127.0.0.1:port, then
+ * run messages round trips on each from LOADGEN_THREADS threads, checking
+ * every echo byte for byte. Prints "result MSG_PER_S", "p50 US" and
+ * "p99 US" on stdout and returns 0; failures call bench_fail. */
+int loadgen_run(int port, int64_t connections, int64_t messages);
 
 /* Monotonic clock in nanoseconds. */
 int64_t bench_now_ns(void);

@@ -19,20 +19,29 @@
 // GOMAXPROCS for pingpong, the number of producers and of consumers for
 // chan, the channel capacity for select, the locks or operations per
 // goroutine for mutex and rwmutex and the number of rounds for wg-fanout,
-// as in bench/bench.h. Only the standard library is used.
+// as in bench/bench.h.
+//
+// With -workload tcp-echo the program is the Go echo server of the tcp-echo
+// workload instead, and takes no -n: it prints "port N", echoes until its
+// standard input reaches end of file, and exits. The harness drives it with
+// its own load generator. Only the standard library is used.
 package main
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -471,10 +480,67 @@ func memory(n int) (rss, pageTables float64) {
 	return float64(rssAfter-rssBefore) / float64(n), float64(tablesAfter-tablesBefore) / float64(n)
 }
 
+// echoConn writes every byte read from c back to c until the peer closes,
+// the way a goroutine-per-connection Go server does. An error other than
+// the peer going away is printed.
+func echoConn(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				if !peerGone(werr) {
+					fmt.Fprintf(os.Stderr, "Go echo server: write failed: %v\n", werr)
+				}
+				return
+			}
+		}
+		if err != nil {
+			if err != io.EOF && !peerGone(err) {
+				fmt.Fprintf(os.Stderr, "Go echo server: read failed: %v\n", err)
+			}
+			return
+		}
+	}
+}
+
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// tcpEchoServer listens on 127.0.0.1 with a port the system picks, prints
+// "port N", and runs a goroutine per accepted connection until standard
+// input reaches end of file. Accepted connections have TCP_NODELAY set,
+// which is the net package's default (TCPConn.SetNoDelay in Go 1.19).
+func tcpEchoServer() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail("Go echo server: listening on 127.0.0.1 failed: %v", err)
+	}
+	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				fail("Go echo server: accept failed: %v", err)
+			}
+			go echoConn(c)
+		}
+	}()
+	if _, err := io.Copy(io.Discard, os.Stdin); err != nil {
+		fail("Go echo server: reading standard input failed: %v", err)
+	}
+	ln.Close()
+}
+
 func main() {
 	workload := flag.String("workload", "", "workload to run: spawn, yield, skynet, "+
 		"skynet-chan, memory, pingpong, chan, select, sleep, mutex, rwmutex, "+
-		"wg-fanout or context")
+		"wg-fanout or context; tcp-echo runs the echo server")
 	count := flag.Int64("n", 0, "goroutines (spawn, memory, sleep, wg-fanout), "+
 		"switches (yield), leaves (skynet), round trips (pingpong), items (chan), "+
 		"messages (select), locks (mutex), operations (rwmutex) or contexts (context)")
@@ -482,6 +548,10 @@ func main() {
 		"producers and consumers each (chan), channel capacity (select), locks or "+
 		"operations per goroutine (mutex, rwmutex) or rounds (wg-fanout)")
 	flag.Parse()
+	if *workload == "tcp-echo" {
+		tcpEchoServer()
+		return
+	}
 	if *count <= 0 {
 		fail("-n must be a positive count, got %d", *count)
 	}
