@@ -28,6 +28,11 @@
  * socket wakes an idle P when none is blocked in the poller, so some P
  * always watches the set while anything waits on it.
  *
+ * Stalled Ps. Every GLOBAL_CHECK_ROUNDS rounds a P also takes half the
+ * queue of another P that has not switched since the previous check (see
+ * steal_from_stalled), so coroutines queued behind a descheduled thread or
+ * a coroutine that never yields do not wait for it.
+ *
  * Timers. Ps fire due timers themselves (timer.c): when they run out of
  * local work, every GLOBAL_CHECK_ROUNDS rounds (in post_switch, once the
  * parking G's locks are dropped), and when an idle P's sleep reaches the
