@@ -153,7 +153,7 @@ int weft_file_write_all(weft_ctx *ctx, const char *path, const void *data, size_
  * context's error when the context ends first: then fn still runs to
  * completion and its result is dropped, so arg must stay valid until fn
  * returns. The pool is separate from libuv's, so slow functions never
- * delay weft's file and resolver work; it grows on demand up to
+ * delay weft's file and resolver work. It grows on demand up to
  * WEFT_BLOCKING_MAX_THREADS threads, and further calls queue.
  * weft_shutdown does not wait for a running fn. */
 int weft_blocking(weft_ctx *ctx, void *(*fn)(void *), void *arg, void **result);
